@@ -1,0 +1,153 @@
+"""`gastown-ft.toml`: one file, validated with pydantic, defaults for everything.
+
+A bad key or value raises `GastownFTError` naming the key, the file and what is allowed.
+Relative paths in the file are resolved against the file's own directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gastown_ft.corpus.documents import SOURCES
+from gastown_ft.errors import GastownFTError
+
+CONFIG_ENV = "GASTOWN_FT_CONFIG"
+CONFIG_FILENAME = "gastown-ft.toml"
+
+SourceKind = Literal["formulas", "beads", "conventions", "transcripts", "events"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TownConfig(_Section):
+    root: Path = Field(Path("~/gt"), description="The town root (the directory `gt install` created).")
+    rigs: list[str] = Field(default_factory=list, description="Rigs to include; empty means every rig.")
+    exclude_rigs: list[str] = Field(default_factory=list, description="Rigs to leave out.")
+    sources: list[SourceKind] = Field(default_factory=lambda: list(SOURCES),
+                                      description="Source kinds to read.")
+    extra_paths: list[Path] = Field(default_factory=list,
+                                    description="More files or directories to read, outside the town.")
+    exclude: list[str] = Field(default_factory=list,
+                               description="Globs (fnmatch, '*' crosses '/') matched against the path "
+                                           "relative to the town root and the absolute path.")
+    claude_projects_dir: Path = Field(Path("~/.claude/projects"),
+                                      description="Where Claude Code keeps session transcripts.")
+    transcripts_all_projects: bool = Field(
+        False, description="Read every project under claude_projects_dir, not only the town's.")
+    max_file_mb: float = Field(256.0, gt=0, description="Files larger than this are quarantined.")
+
+    @field_validator("sources")
+    @classmethod
+    def _no_duplicate_sources(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("lists a source kind twice")
+        return v
+
+
+class ArtifactsConfig(_Section):
+    dir: Path = Field(Path(".gastown-ft/artifacts"), description="Where every stage writes its outputs.")
+
+
+class DagsterConfig(_Section):
+    home: Path = Field(Path(".gastown-ft/dagster"), description="DAGSTER_HOME: instance storage and logs.")
+
+
+class Settings(_Section):
+    town: TownConfig = Field(default_factory=TownConfig)
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    dagster: DagsterConfig = Field(default_factory=DagsterConfig)
+    config_path: Path | None = Field(None, exclude=True, description="The file these came from.")
+
+    def resolved(self, base: Path) -> Settings:
+        """Expand ~ and make relative paths absolute against `base` (the config file's directory)."""
+
+        def fix(p: Path) -> Path:
+            p = Path(os.path.expanduser(str(p)))
+            return p if p.is_absolute() else (base / p).resolve()
+
+        town = self.town.model_copy(update={
+            "root": fix(self.town.root),
+            "extra_paths": [fix(p) for p in self.town.extra_paths],
+            "claude_projects_dir": fix(self.town.claude_projects_dir),
+        })
+        return self.model_copy(update={
+            "town": town,
+            "artifacts": self.artifacts.model_copy(update={"dir": fix(self.artifacts.dir)}),
+            "dagster": self.dagster.model_copy(update={"home": fix(self.dagster.home)}),
+        })
+
+
+def _format_validation_error(err: ValidationError, where: str) -> str:
+    lines = [f"invalid configuration in {where}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def find_config_file(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The config file to use: explicit path, then $GASTOWN_FT_CONFIG, then ./gastown-ft.toml."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    local = Path.cwd() / CONFIG_FILENAME
+    return local if local.exists() else None
+
+
+def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    """Load and validate the settings; with no file anywhere, return the defaults."""
+    cfg_path = find_config_file(path)
+    if cfg_path is None:
+        return Settings().resolved(Path.cwd())
+    cfg_path = Path(cfg_path).expanduser()
+    if not cfg_path.is_file():
+        raise GastownFTError(f"config file not found: {cfg_path}",
+                             hint="write one with `gastown-ft init`, or drop --config to use defaults")
+    try:
+        raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise GastownFTError(f"{cfg_path} is not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise GastownFTError(f"cannot read config file {cfg_path}: {e}") from None
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as e:
+        raise GastownFTError(_format_validation_error(e, str(cfg_path))) from None
+    settings = settings.resolved(cfg_path.resolve().parent)
+    return settings.model_copy(update={"config_path": cfg_path.resolve()})
+
+
+def render_settings_toml(settings: Settings) -> str:
+    """A TOML file that `load_settings` reads back to the same settings (paths written as given)."""
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{s}"'
+
+    out: list[str] = []
+    data = settings.model_dump(exclude={"config_path"})
+    for section, fields in data.items():
+        out.append(f"[{section}]")
+        for k, v in fields.items():
+            if v is None:
+                continue
+            out.append(f"{k} = {value(v)}")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,1 @@
+"""Plain-Python corpus core: readers, scrubbing, pairs, splits. Never imports Dagster."""

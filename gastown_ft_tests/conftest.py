@@ -1,0 +1,39 @@
+"""Shared fixtures. Data from ../shared is read through `shared_samples`, which skips when absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GASTOWN_FT_SHARED", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_samples() -> Path:
+    path = SHARED / "gastown-samples"
+    if not path.is_dir():
+        pytest.skip(f"../shared/gastown-samples is absent ({path}); the real-data tests need it")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_reference() -> Path:
+    path = SHARED / "gastown-reference"
+    if not path.is_dir():
+        pytest.skip(f"../shared/gastown-reference is absent ({path})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_town(tmp_path_factory):
+    """The demo town, built once per test session (read-only for tests)."""
+    from gastown_ft.demo.town import build_demo_town
+
+    return build_demo_town(tmp_path_factory.mktemp("demo"), seed=7)
