@@ -37,3 +37,6 @@ def demo_town(tmp_path_factory):
     from gastown_ft.demo.town import build_demo_town
 
     return build_demo_town(tmp_path_factory.mktemp("demo"), seed=7)
+
+
+from gastown_ft_tests.pg_fixture import postgres  # noqa: E402,F401  (session fixture: a throwaway cluster)

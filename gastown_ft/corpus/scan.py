@@ -173,9 +173,6 @@ class TownScan:
             path = Path(e.path)
             if e.name in SKIP_DIRS:
                 continue
-            if top and self._is_rig_dir_excluded(e.name):
-                self.excluded += 1
-                continue
             if self.is_excluded(path):
                 self.excluded += 1
                 continue
@@ -185,6 +182,9 @@ class TownScan:
                     os.stat(path)  # raises on loops and dangling links
             except OSError as err:
                 self.issues.append(WalkIssue(path, os_error_reason(err), str(err), False))
+                continue
+            if top and is_dir and self._is_rig_dir_excluded(e.name):
+                self.excluded += 1
                 continue
             if is_dir:
                 self._walk_dir(path, seen)

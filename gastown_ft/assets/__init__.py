@@ -1,0 +1,1 @@
+"""Thin Dagster layer: one module per stage; each asset calls into the plain-Python core."""

@@ -1,0 +1,171 @@
+"""`gastown-ft`: the operator's command line.
+
+Errors an operator can cause print as one or two lines and exit 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gastown_ft.errors import GastownFTError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads unless the operator says so
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Turn a Gas Town town into a clean instruction-tuning corpus and a tuned agent model.")
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False, "config": None}
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Path to gastown-ft.toml.")]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+          config: ConfigOpt = None) -> None:
+    _state["debug"] = debug
+    _state["config"] = config
+
+
+def _settings(config: Path | None = None):
+    from gastown_ft.config import load_settings
+
+    return load_settings(config or _state["config"])
+
+
+@app.command()
+def init(path: Annotated[Path, typer.Argument(help="Where to write the file.")] = Path("gastown-ft.toml"),
+         town: Annotated[Path, typer.Option(help="The town root.")] = Path("~/gt"),
+         force: bool = False) -> None:
+    """Write a gastown-ft.toml with every default spelled out."""
+    from gastown_ft.config import Settings, TownConfig, render_settings_toml
+
+    if path.exists() and not force:
+        raise GastownFTError(f"{path} exists", hint="pass --force to overwrite it")
+    path.write_text(render_settings_toml(Settings(town=TownConfig(root=town))))
+    console.print(f"wrote {path}")
+
+
+def _run_and_report(settings, selection: list[str] | None) -> None:
+    from gastown_ft.instance import local_instance
+    from gastown_ft.orchestrate import materialize_assets
+    from gastown_ft.report import print_run_summary
+
+    instance = local_instance(settings)
+    with console.status("materializing assets (see the run in `gastown-ft ui`)..."):
+        result = materialize_assets(settings, instance, selection)
+    print_run_summary(console, instance, result)
+    if not result.success:
+        raise GastownFTError("the run failed; the step errors are above",
+                             hint=f"inspect run {result.run_id} in `gastown-ft ui`, or rerun with --debug")
+
+
+@app.command()
+def demo(workdir: Annotated[Path, typer.Option(help="Where the demo town and its outputs go.")] = Path("demo-town"),
+         seed: int = 7) -> None:
+    """Lay out the built-in demo town, write its config, and materialize every asset."""
+    import time
+
+    from gastown_ft.config import (
+        ArtifactsConfig,
+        DagsterConfig,
+        Settings,
+        TownConfig,
+        load_settings,
+        render_settings_toml,
+    )
+    from gastown_ft.demo.town import build_demo_town
+
+    started = time.perf_counter()
+    workdir = workdir.resolve()
+    town = build_demo_town(workdir, seed=seed)
+    cfg_path = workdir / "gastown-ft.toml"
+    cfg = Settings(
+        town=TownConfig(root=Path("town"), claude_projects_dir=Path("claude-projects")),
+        artifacts=ArtifactsConfig(dir=Path("artifacts")),
+        dagster=DagsterConfig(home=Path("dagster")),
+    )
+    cfg_path.write_text(render_settings_toml(cfg))
+    console.print(f"demo town with rigs {', '.join(town.rigs)} at {town.root}; config {cfg_path}")
+    _run_and_report(load_settings(cfg_path), None)
+    console.print(f"demo finished in {time.perf_counter() - started:.1f}s. "
+                  f"Next: `gastown-ft --config {cfg_path} ui` or `... status`.")
+
+
+@app.command("materialize")
+def materialize_cmd(select: Annotated[list[str] | None, typer.Option(
+        "--select", "-s", help="Asset names (repeatable); default: all.")] = None) -> None:
+    """Materialize assets of the configured town in-process, recorded in the local instance."""
+    _run_and_report(_settings(), select)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object keyed by asset.")] = False) -> None:
+    """The state of every asset: last materialization, numbers, outputs, failed checks."""
+    from gastown_ft.instance import local_instance
+    from gastown_ft.status import asset_status
+
+    state = asset_status(local_instance(_settings()))
+    if as_json:
+        sys.stdout.write(json.dumps(state, indent=2, default=str) + "\n")
+        return
+    table = Table(title="gastown-ft assets")
+    for col in ("asset", "group", "last materialized", "rows", "quarantined", "failed checks", "output"):
+        table.add_column(col)
+    for name, s in state.items():
+        nums = s.get("numbers", {})
+        table.add_row(name, s["group"] or "", (s.get("last_materialization") or "never")[:19],
+                      str(nums.get("row_count", "")), str(nums.get("quarantine_count", "")),
+                      ", ".join(s["failed_checks"]) or "", str(s.get("outputs", {}).get("path", "")))
+    console.print(table)
+
+
+@app.command()
+def ui(host: str = "127.0.0.1", port: int = 3000) -> None:
+    """Start the Dagster UI (and daemon) on this machine; Ctrl-C or SIGTERM stops it cleanly."""
+    from gastown_ft.instance import prepare_dagster_home
+    from gastown_ft.ui import run_dagster_dev
+
+    settings = _settings()
+    prepare_dagster_home(settings)
+    console.print(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    raise typer.Exit(run_dagster_dev(host, port))
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except GastownFTError as e:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/red] {type(e).__name__}: {e}\n  (rerun with --debug for the traceback)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
