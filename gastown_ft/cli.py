@@ -19,8 +19,12 @@ from gastown_ft.errors import GastownFTError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads unless the operator says so
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Turn a Gas Town town into a clean instruction-tuning corpus and a tuned agent model.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Turn a Gas Town town into a clean instruction-tuning corpus and a tuned agent model.",
+)
 console = Console()
 err_console = Console(stderr=True)
 _state = {"debug": False, "config": None}
@@ -29,8 +33,9 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Path to 
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-          config: ConfigOpt = None) -> None:
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False, config: ConfigOpt = None
+) -> None:
     _state["debug"] = debug
     _state["config"] = config
 
@@ -42,9 +47,11 @@ def _settings(config: Path | None = None):
 
 
 @app.command()
-def init(path: Annotated[Path, typer.Argument(help="Where to write the file.")] = Path("gastown-ft.toml"),
-         town: Annotated[Path, typer.Option(help="The town root.")] = Path("~/gt"),
-         force: bool = False) -> None:
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the file.")] = Path("gastown-ft.toml"),
+    town: Annotated[Path, typer.Option(help="The town root.")] = Path("~/gt"),
+    force: bool = False,
+) -> None:
     """Write a gastown-ft.toml with every default spelled out."""
     from gastown_ft.config import Settings, TownConfig, render_settings_toml
 
@@ -64,13 +71,19 @@ def _run_and_report(settings, selection: list[str] | None) -> None:
         result = materialize_assets(settings, instance, selection)
     print_run_summary(console, instance, result)
     if not result.success:
-        raise GastownFTError("the run failed; the step errors are above",
-                             hint=f"inspect run {result.run_id} in `gastown-ft ui`, or rerun with --debug")
+        raise GastownFTError(
+            "the run failed; the step errors are above",
+            hint=f"inspect run {result.run_id} in `gastown-ft ui`, or rerun with --debug",
+        )
 
 
 @app.command()
-def demo(workdir: Annotated[Path, typer.Option(help="Where the demo town and its outputs go.")] = Path("demo-town"),
-         seed: int = 7) -> None:
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo town and its outputs go.")] = Path(
+        "demo-town"
+    ),
+    seed: int = 7,
+) -> None:
     """Lay out the built-in demo town, write its config, and materialize every asset."""
     import time
 
@@ -96,19 +109,26 @@ def demo(workdir: Annotated[Path, typer.Option(help="Where the demo town and its
     cfg_path.write_text(render_settings_toml(cfg))
     console.print(f"demo town with rigs {', '.join(town.rigs)} at {town.root}; config {cfg_path}")
     _run_and_report(load_settings(cfg_path), None)
-    console.print(f"demo finished in {time.perf_counter() - started:.1f}s. "
-                  f"Next: `gastown-ft --config {cfg_path} ui` or `... status`.")
+    console.print(
+        f"demo finished in {time.perf_counter() - started:.1f}s. "
+        f"Next: `gastown-ft --config {cfg_path} ui` or `... status`."
+    )
 
 
 @app.command("materialize")
-def materialize_cmd(select: Annotated[list[str] | None, typer.Option(
-        "--select", "-s", help="Asset names (repeatable); default: all.")] = None) -> None:
+def materialize_cmd(
+    select: Annotated[
+        list[str] | None, typer.Option("--select", "-s", help="Asset names (repeatable); default: all.")
+    ] = None,
+) -> None:
     """Materialize assets of the configured town in-process, recorded in the local instance."""
     _run_and_report(_settings(), select)
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object keyed by asset.")] = False) -> None:
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object keyed by asset.")] = False,
+) -> None:
     """The state of every asset: last materialization, numbers, outputs, failed checks."""
     from gastown_ft.instance import local_instance
     from gastown_ft.status import asset_status
@@ -122,9 +142,15 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object
         table.add_column(col)
     for name, s in state.items():
         nums = s.get("numbers", {})
-        table.add_row(name, s["group"] or "", (s.get("last_materialization") or "never")[:19],
-                      str(nums.get("row_count", "")), str(nums.get("quarantine_count", "")),
-                      ", ".join(s["failed_checks"]) or "", str(s.get("outputs", {}).get("path", "")))
+        table.add_row(
+            name,
+            s["group"] or "",
+            (s.get("last_materialization") or "never")[:19],
+            str(nums.get("row_count", "")),
+            str(nums.get("quarantine_count", "")),
+            ", ".join(s["failed_checks"]) or "",
+            str(s.get("outputs", {}).get("path", "")),
+        )
     console.print(table)
 
 
@@ -163,7 +189,9 @@ def main() -> None:
             sys.exit(e.exit_code)
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] {type(e).__name__}: {e}\n  (rerun with --debug for the traceback)")
+        err_console.print(
+            f"[red]error:[/red] {type(e).__name__}: {e}\n  (rerun with --debug for the traceback)"
+        )
         sys.exit(1)
 
 

@@ -30,17 +30,23 @@ class TownConfig(_Section):
     root: Path = Field(Path("~/gt"), description="The town root (the directory `gt install` created).")
     rigs: list[str] = Field(default_factory=list, description="Rigs to include; empty means every rig.")
     exclude_rigs: list[str] = Field(default_factory=list, description="Rigs to leave out.")
-    sources: list[SourceKind] = Field(default_factory=lambda: list(SOURCES),
-                                      description="Source kinds to read.")
-    extra_paths: list[Path] = Field(default_factory=list,
-                                    description="More files or directories to read, outside the town.")
-    exclude: list[str] = Field(default_factory=list,
-                               description="Globs (fnmatch, '*' crosses '/') matched against the path "
-                                           "relative to the town root and the absolute path.")
-    claude_projects_dir: Path = Field(Path("~/.claude/projects"),
-                                      description="Where Claude Code keeps session transcripts.")
+    sources: list[SourceKind] = Field(
+        default_factory=lambda: list(SOURCES), description="Source kinds to read."
+    )
+    extra_paths: list[Path] = Field(
+        default_factory=list, description="More files or directories to read, outside the town."
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Globs (fnmatch, '*' crosses '/') matched against the path "
+        "relative to the town root and the absolute path.",
+    )
+    claude_projects_dir: Path = Field(
+        Path("~/.claude/projects"), description="Where Claude Code keeps session transcripts."
+    )
     transcripts_all_projects: bool = Field(
-        False, description="Read every project under claude_projects_dir, not only the town's.")
+        False, description="Read every project under claude_projects_dir, not only the town's."
+    )
     max_file_mb: float = Field(256.0, gt=0, description="Files larger than this are quarantined.")
 
     @field_validator("sources")
@@ -72,16 +78,20 @@ class Settings(_Section):
             p = Path(os.path.expanduser(str(p)))
             return p if p.is_absolute() else (base / p).resolve()
 
-        town = self.town.model_copy(update={
-            "root": fix(self.town.root),
-            "extra_paths": [fix(p) for p in self.town.extra_paths],
-            "claude_projects_dir": fix(self.town.claude_projects_dir),
-        })
-        return self.model_copy(update={
-            "town": town,
-            "artifacts": self.artifacts.model_copy(update={"dir": fix(self.artifacts.dir)}),
-            "dagster": self.dagster.model_copy(update={"home": fix(self.dagster.home)}),
-        })
+        town = self.town.model_copy(
+            update={
+                "root": fix(self.town.root),
+                "extra_paths": [fix(p) for p in self.town.extra_paths],
+                "claude_projects_dir": fix(self.town.claude_projects_dir),
+            }
+        )
+        return self.model_copy(
+            update={
+                "town": town,
+                "artifacts": self.artifacts.model_copy(update={"dir": fix(self.artifacts.dir)}),
+                "dagster": self.dagster.model_copy(update={"home": fix(self.dagster.home)}),
+            }
+        )
 
 
 def _format_validation_error(err: ValidationError, where: str) -> str:
@@ -112,8 +122,10 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         return Settings().resolved(Path.cwd())
     cfg_path = Path(cfg_path).expanduser()
     if not cfg_path.is_file():
-        raise GastownFTError(f"config file not found: {cfg_path}",
-                             hint="write one with `gastown-ft init`, or drop --config to use defaults")
+        raise GastownFTError(
+            f"config file not found: {cfg_path}",
+            hint="write one with `gastown-ft init`, or drop --config to use defaults",
+        )
     try:
         raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:

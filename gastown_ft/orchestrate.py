@@ -23,8 +23,9 @@ def materialize_assets(settings: Settings, instance: DagsterInstance, selection:
     if selection:
         unknown = [s for s in selection if s not in known]
         if unknown:
-            raise GastownFTError(f"unknown asset(s): {', '.join(unknown)}",
-                                 hint=f"known assets: {', '.join(sorted(known))}")
+            raise GastownFTError(
+                f"unknown asset(s): {', '.join(unknown)}", hint=f"known assets: {', '.join(sorted(known))}"
+            )
         sel = AssetSelection.assets(*selection)
     else:
         sel = AssetSelection.all()

@@ -21,11 +21,18 @@ def print_run_summary(console: Console, instance, result) -> None:
             continue
         meta = s.get("metadata", {})
         reasons = meta.get("quarantine_by_reason") or meta.get("by_reason") or {}
-        table.add_row(s["group"] or "", name, str(meta.get("row_count", "")), str(meta.get("bytes", "")),
-                      str(meta.get("quarantine_count", meta.get("row_count", "") if name == "quarantine" else "")),
-                      ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
+        table.add_row(
+            s["group"] or "",
+            name,
+            str(meta.get("row_count", "")),
+            str(meta.get("bytes", "")),
+            str(meta.get("quarantine_count", meta.get("row_count", "") if name == "quarantine" else "")),
+            ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())),
+        )
     console.print(table)
     for ev in result.all_events:
         if ev.is_step_failure:
             data = ev.step_failure_data
-            console.print(f"[red]step {ev.step_key} failed:[/red] {data.error.message.strip() if data.error else ''}")
+            console.print(
+                f"[red]step {ev.step_key} failed:[/red] {data.error.message.strip() if data.error else ''}"
+            )

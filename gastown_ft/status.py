@@ -31,14 +31,20 @@ def asset_status(instance: DagsterInstance) -> dict[str, dict[str, Any]]:
                 materialized=True,
                 last_materialization=dt.datetime.fromtimestamp(event.timestamp, dt.UTC).isoformat(),
                 run_id=event.run_id,
-                numbers={k: v for k, v in metadata.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                numbers={
+                    k: v
+                    for k, v in metadata.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                },
                 outputs={k: v for k, v in metadata.items() if k == "path" or k.endswith("_path")},
                 metadata={k: v for k, v in metadata.items() if k != "preview"},
             )
         failed = []
         for check_key in node.check_keys:
             record = instance.get_latest_asset_check_evaluation_record(AssetCheckKey(key, check_key.name))
-            evaluation = getattr(getattr(record, "event", None), "asset_check_evaluation", None) if record else None
+            evaluation = (
+                getattr(getattr(record, "event", None), "asset_check_evaluation", None) if record else None
+            )
             if evaluation is not None and not evaluation.passed:
                 failed.append(check_key.name)
         entry["failed_checks"] = failed

@@ -29,7 +29,18 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def run_dagster_dev(host: str, port: int) -> int:
-    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "gastown_ft.definitions", "-h", host, "-p", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "gastown_ft.definitions",
+        "-h",
+        host,
+        "-p",
+        str(port),
+    ]
     proc = subprocess.Popen(cmd, preexec_fn=_child_setup, start_new_session=True)
     stopping = {"at": None}
 

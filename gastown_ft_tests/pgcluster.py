@@ -68,17 +68,29 @@ class PgInfo:
 
     def dsn(self, db: str | None = None) -> dict[str, object]:
         """Keyword arguments for psycopg2.connect."""
-        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password,
-                "dbname": db or self.db}
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "dbname": db or self.db,
+        }
 
     def env(self, prefix: str = "DAGSTER_PG_") -> dict[str, str]:
         """The DAGSTER_PG_* variables deploy/dagster.yaml reads."""
-        return {f"{prefix}HOST": self.host, f"{prefix}PORT": str(self.port), f"{prefix}USERNAME": self.user,
-                f"{prefix}PASSWORD": self.password, f"{prefix}DB": self.db}
+        return {
+            f"{prefix}HOST": self.host,
+            f"{prefix}PORT": str(self.port),
+            f"{prefix}USERNAME": self.user,
+            f"{prefix}PASSWORD": self.password,
+            f"{prefix}DB": self.db,
+        }
 
 
 def _pg_url(host: str, port: int, user: str, password: str, db: str) -> str:
-    return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(db, safe='')}"
+    return (
+        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{quote(db, safe='')}"
+    )
 
 
 def _version_key(path: Path) -> tuple[int, ...]:
@@ -106,8 +118,10 @@ def pg_bin_or_skip() -> Path:
 
     found = find_pg_bin()
     if found is None:
-        pytest.skip(f"PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in {PG_LIB_GLOB} "
-                    "or on PATH; install postgresql (apt-get install postgresql) to run this test")
+        pytest.skip(
+            f"PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in {PG_LIB_GLOB} "
+            "or on PATH; install postgresql (apt-get install postgresql) to run this test"
+        )
     return found
 
 
@@ -128,12 +142,18 @@ def _ensure_system_user() -> pwd.struct_passwd:
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
         if name == DEFAULT_SYSTEM_USER and shutil.which("useradd"):
-            subprocess.run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin", name],
-                           capture_output=True, text=True, check=False)
+            subprocess.run(
+                ["useradd", "-r", "-M", "-s", "/usr/sbin/nologin", name],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             # a concurrent session may have made it between the lookup and useradd: look again either way
             with contextlib.suppress(KeyError):
                 return pwd.getpwnam(name)
-    raise PostgresUnavailable(f"running as root and no unprivileged user to run PostgreSQL as (tried {names})")
+    raise PostgresUnavailable(
+        f"running as root and no unprivileged user to run PostgreSQL as (tried {names})"
+    )
 
 
 def _drop_privileges_prefix(user: pwd.struct_passwd) -> list[str]:
@@ -143,8 +163,10 @@ def _drop_privileges_prefix(user: pwd.struct_passwd) -> list[str]:
     setpriv = shutil.which("setpriv")
     if setpriv:
         return [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
-    raise PostgresUnavailable("running as root, and neither runuser nor setpriv is available to run "
-                              "initdb/postgres as an unprivileged user")
+    raise PostgresUnavailable(
+        "running as root, and neither runuser nor setpriv is available to run "
+        "initdb/postgres as an unprivileged user"
+    )
 
 
 def _chown_tree(path: Path, uid: int, gid: int) -> None:
@@ -160,8 +182,14 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
 class ThrowawayPostgres:
     """One cluster. `start()` returns its PgInfo; `stop()` kills it and deletes its directory."""
 
-    def __init__(self, tmp_dir: str | os.PathLike | None = None, *, bin_dir: Path | None = None,
-                 db: str = DEFAULT_DB, start_timeout_s: int = 60):
+    def __init__(
+        self,
+        tmp_dir: str | os.PathLike | None = None,
+        *,
+        bin_dir: Path | None = None,
+        db: str = DEFAULT_DB,
+        start_timeout_s: int = 60,
+    ):
         self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else None
         self.bin_dir = bin_dir
         self.db = db
@@ -175,12 +203,23 @@ class ThrowawayPostgres:
             self._env.pop(var, None)
 
     # helpers
-    def _run(self, args: list[str], *, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(self._prefix + args, cwd=self.base_dir, env=self._env, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+    def _run(
+        self, args: list[str], *, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            self._prefix + args,
+            cwd=self.base_dir,
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(args[:2])} failed (exit {proc.returncode}):\n"
-                               f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}{self._log_tail()}")
+            raise RuntimeError(
+                f"{' '.join(args[:2])} failed (exit {proc.returncode}):\n"
+                f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}{self._log_tail()}"
+            )
         return proc
 
     def _log_tail(self) -> str:
@@ -232,37 +271,75 @@ class ThrowawayPostgres:
             _chown_tree(base, user.pw_uid, user.pw_gid)
         self.data_dir = data
 
-        self._run([str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, f"--pwfile={pwfile}",
-                   "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "--encoding=UTF8",
-                   "--locale=C", "--no-sync"])
+        self._run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        )
         pwfile.unlink()
         with (data / "postgresql.conf").open("a") as conf:  # appending keeps the file's owner
-            conf.write("\n# gastown_ft_tests.pgcluster\n"
-                       "listen_addresses = '127.0.0.1'\n"
-                       f"unix_socket_directories = '{sock}'\n"
-                       "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-                       "max_connections = 100\nshared_buffers = 32MB\n")
+            conf.write(
+                "\n# gastown_ft_tests.pgcluster\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{sock}'\n"
+                "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                "max_connections = 100\nshared_buffers = 32MB\n"
+            )
 
         # The port is free when picked but could be taken before postgres binds it: try a few.
         last_err: Exception | None = None
         for _ in range(3):
             port = free_port()
-            proc = self._run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "postgres.log"),
-                              "-w", "-t", str(self.start_timeout_s), "-o", f"-p {port}", "start"],
-                             timeout=self.start_timeout_s + 30, check=False)
+            proc = self._run(
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(base / "postgres.log"),
+                    "-w",
+                    "-t",
+                    str(self.start_timeout_s),
+                    "-o",
+                    f"-p {port}",
+                    "start",
+                ],
+                timeout=self.start_timeout_s + 30,
+                check=False,
+            )
             if proc.returncode == 0:
                 break
-            last_err = RuntimeError(f"pg_ctl start failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
-                                    f"{proc.stderr[-2000:]}{self._log_tail()}")
+            last_err = RuntimeError(
+                f"pg_ctl start failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
+                f"{proc.stderr[-2000:]}{self._log_tail()}"
+            )
             if "could not bind" not in self._log_tail() and "already in use" not in self._log_tail():
                 raise last_err
         else:
             assert last_err is not None
             raise last_err
 
-        info = PgInfo(host="127.0.0.1", port=port, user=SUPERUSER, password=password, db="postgres",
-                      url=_pg_url("127.0.0.1", port, SUPERUSER, password, "postgres"),
-                      data_dir=data, base_dir=base, bin_dir=bin_dir)
+        info = PgInfo(
+            host="127.0.0.1",
+            port=port,
+            user=SUPERUSER,
+            password=password,
+            db="postgres",
+            url=_pg_url("127.0.0.1", port, SUPERUSER, password, "postgres"),
+            data_dir=data,
+            base_dir=base,
+            bin_dir=bin_dir,
+        )
         self.info = create_database(info, self.db)
         return self.info
 
@@ -278,8 +355,21 @@ class ThrowawayPostgres:
         if self.data_dir is not None and (self.data_dir / "postmaster.pid").exists() and self.bin_dir:
             pid = self._postmaster_pid()
             try:
-                self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w",
-                           "-t", "30", "stop"], timeout=60, check=False)
+                self._run(
+                    [
+                        str(self.bin_dir / "pg_ctl"),
+                        "-D",
+                        str(self.data_dir),
+                        "-m",
+                        "immediate",
+                        "-w",
+                        "-t",
+                        "30",
+                        "stop",
+                    ],
+                    timeout=60,
+                    check=False,
+                )
             except subprocess.TimeoutExpired:
                 pass
             if pid is not None and _alive(pid):  # pg_ctl failed: the postmaster is ours, end it by pid
@@ -316,8 +406,9 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def throwaway_postgres(tmp_dir: str | os.PathLike | None = None, *, bin_dir: Path | None = None,
-                       db: str = DEFAULT_DB) -> Iterator[PgInfo]:
+def throwaway_postgres(
+    tmp_dir: str | os.PathLike | None = None, *, bin_dir: Path | None = None, db: str = DEFAULT_DB
+) -> Iterator[PgInfo]:
     """A fresh cluster with database `db` (default "dagster"); stopped and deleted on exit, error or not.
 
     Raises PostgresUnavailable when there are no server binaries (see pg_bin_or_skip)."""

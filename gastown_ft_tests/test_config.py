@@ -20,8 +20,10 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
 def test_relative_paths_resolve_against_the_file(tmp_path):
     cfg = tmp_path / "conf" / "gastown-ft.toml"
     cfg.parent.mkdir()
-    cfg.write_text('[town]\nroot = "../town"\nrigs = ["alpha"]\nsources = ["formulas"]\n'
-                   'exclude = ["alpha/secret/*"]\n[artifacts]\ndir = "out"\n')
+    cfg.write_text(
+        '[town]\nroot = "../town"\nrigs = ["alpha"]\nsources = ["formulas"]\n'
+        'exclude = ["alpha/secret/*"]\n[artifacts]\ndir = "out"\n'
+    )
     s = load_settings(cfg)
     assert s.town.root == tmp_path / "town"
     assert s.town.rigs == ["alpha"] and s.town.sources == ["formulas"]
@@ -29,14 +31,17 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     assert s.config_path == cfg.resolve()
 
 
-@pytest.mark.parametrize("body,needle", [
-    ('[town]\nroot = "x"\nrigz = ["a"]\n', "town.rigz: unknown key"),
-    ('[town]\nsources = ["formulas", "tweets"]\n', "town.sources.1"),
-    ('[town]\nmax_file_mb = -3\n', "town.max_file_mb"),
-    ('[town]\nsources = ["beads", "beads"]\n', "lists a source kind twice"),
-    ('[trainng]\nepochs = 3\n', "trainng: unknown key"),
-    ('[town\nroot = "x"\n', "is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ('[town]\nroot = "x"\nrigz = ["a"]\n', "town.rigz: unknown key"),
+        ('[town]\nsources = ["formulas", "tweets"]\n', "town.sources.1"),
+        ("[town]\nmax_file_mb = -3\n", "town.max_file_mb"),
+        ('[town]\nsources = ["beads", "beads"]\n', "lists a source kind twice"),
+        ("[trainng]\nepochs = 3\n", "trainng: unknown key"),
+        ('[town\nroot = "x"\n', "is not valid TOML"),
+    ],
+)
 def test_bad_config_names_the_key(tmp_path, body, needle):
     cfg = tmp_path / "gastown-ft.toml"
     cfg.write_text(body)

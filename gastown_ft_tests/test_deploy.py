@@ -46,8 +46,12 @@ def test_dagster_yaml_matches_the_instance_schema(tmp_path, monkeypatch):
     raw = yaml.safe_load(DAGSTER_YAML.read_text())
     pg = raw["storage"]["postgres"]["postgres_db"]
     assert {k: v["env"] for k, v in pg.items() if isinstance(v, dict)} == {
-        "username": "DAGSTER_PG_USERNAME", "password": "DAGSTER_PG_PASSWORD", "hostname": "DAGSTER_PG_HOST",
-        "db_name": "DAGSTER_PG_DB", "port": "DAGSTER_PG_PORT"}
+        "username": "DAGSTER_PG_USERNAME",
+        "password": "DAGSTER_PG_PASSWORD",
+        "hostname": "DAGSTER_PG_HOST",
+        "db_name": "DAGSTER_PG_DB",
+        "port": "DAGSTER_PG_PORT",
+    }
     # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which dagster-postgres doesn't install.
     assert pg["scheme"] == "postgresql+psycopg2"
     assert config["concurrency"]["runs"]["max_concurrent_runs"] == 4
@@ -85,7 +89,8 @@ def test_dagster_yaml_gives_a_postgres_instance(postgres: PgInfo, tmp_path, monk
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 4
         assert [dict(t) for t in queue.tag_concurrency_limits] == [
-            {"key": "gastown-ft/stage", "value": "training", "limit": 1}]
+            {"key": "gastown-ft/stage", "value": "training", "limit": 1}
+        ]
     finally:
         instance.dispose()
 
@@ -123,16 +128,20 @@ def _compose_command() -> list[str] | None:
 def test_compose_file_is_valid(tmp_path):
     cmd = _compose_command()
     if cmd is None:
-        pytest.skip("no Docker Compose v2+: `docker compose version` fails (compose plugin missing) and "
-                    "no standalone docker-compose is installed")
+        pytest.skip(
+            "no Docker Compose v2+: `docker compose version` fails (compose plugin missing) and "
+            "no standalone docker-compose is installed"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_PG_", "GT_TOWN", "GASTOWN_FT_"))}
     env.setdefault("HOME", str(tmp_path))
     base = [*cmd, "-f", str(COMPOSE_FILE), "--project-directory", str(REPO)]
-    proc = subprocess.run([*base, "config", "--quiet"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [*base, "config", "--quiet"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
 
-    proc = subprocess.run([*base, "config", "--services"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [*base, "config", "--services"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert set(proc.stdout.split()) == {"postgres", "code-location", "webserver", "daemon"}

@@ -41,8 +41,9 @@ def test_throwaway_cluster_serves_then_vanishes(tmp_path):
 
         # A password is required: a wrong one is refused over TCP.
         with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
-            psycopg2.connect(host=pg.host, port=pg.port, user=pg.user, password="wrong", dbname=pg.db,
-                             connect_timeout=5)
+            psycopg2.connect(
+                host=pg.host, port=pg.port, user=pg.user, password="wrong", dbname=pg.db, connect_timeout=5
+            )
 
         # Listening on 127.0.0.1 only; other databases can be made on the same server.
         other = create_database(pg, "scratch")

@@ -1,11 +1,11 @@
 """Source assets (group `sources`) and the `quarantine` asset.
 
+(No `from __future__ import annotations` here: Dagster inspects the `context` type hint.)
+
 Each `raw_<source>` asset runs one reader over the town and writes two Parquet tables: the
 documents (artifacts/raw/<source>.parquet) and what was quarantined (artifacts/quarantine/<source>.parquet).
 `quarantine` gathers every stage's quarantine table into one, with the reason for each input.
 """
-
-from __future__ import annotations
 
 import time
 from collections import Counter
@@ -60,7 +60,9 @@ def _batched(docs: Iterator[Document], stats: dict) -> Iterator[pa.Table]:
         yield t
 
 
-def materialize_source(source: str, settings: GastownSettings, context: AssetExecutionContext) -> MaterializeResult:
+def materialize_source(
+    source: str, settings: GastownSettings, context: AssetExecutionContext
+) -> MaterializeResult:
     cfg = settings.load()
     store = settings.store()
     started = time.perf_counter()
@@ -77,8 +79,10 @@ def materialize_source(source: str, settings: GastownSettings, context: AssetExe
     qpath = store.write_table("quarantine", source, quarantine_to_table(log.quarantined))
     elapsed = time.perf_counter() - started
     reasons = Counter(q.reason for q in log.quarantined)
-    context.log.info(f"{source}: {stats['rows']} documents, {len(log.quarantined)} quarantined "
-                     f"({dict(reasons)}), skipped {dict(log.skipped)} in {elapsed:.1f}s")
+    context.log.info(
+        f"{source}: {stats['rows']} documents, {len(log.quarantined)} quarantined "
+        f"({dict(reasons)}), skipped {dict(log.skipped)} in {elapsed:.1f}s"
+    )
     metadata = {
         "enabled": enabled,
         "row_count": MetadataValue.int(stats["rows"]),
@@ -102,7 +106,7 @@ def _make_source_asset(source: str):
         group_name="sources",
         kinds={"python", "parquet"},
         description=f"Every {source} document of the town, one row each, with provenance "
-                    f"(rig, path, git commit, mtime, role, content hash).",
+        f"(rig, path, git commit, mtime, role, content hash).",
     )
     def _source_asset(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
         return materialize_source(source, settings, context)
@@ -130,12 +134,16 @@ def quarantine(context: AssetExecutionContext, settings: GastownSettings) -> Mat
     out = store.write_table("corpus", "quarantine", table)
     by_reason = Counter(table["reason"].to_pylist())
     by_source = Counter(table["source"].to_pylist())
-    preview = [[r["source"], r["path"], r["reason"], r["detail"]] for r in table.slice(0, PREVIEW_ROWS).to_pylist()]
+    preview = [
+        [r["source"], r["path"], r["reason"], r["detail"]] for r in table.slice(0, PREVIEW_ROWS).to_pylist()
+    ]
     context.log.info(f"quarantine: {table.num_rows} inputs; by reason {dict(by_reason)}")
-    return MaterializeResult(metadata={
-        "row_count": MetadataValue.int(table.num_rows),
-        "by_reason": MetadataValue.json(dict(by_reason)),
-        "by_source": MetadataValue.json(dict(by_source)),
-        "path": MetadataValue.path(str(out)),
-        "preview": MetadataValue.md(_md_table(["source", "path", "reason", "detail"], preview)),
-    })
+    return MaterializeResult(
+        metadata={
+            "row_count": MetadataValue.int(table.num_rows),
+            "by_reason": MetadataValue.json(dict(by_reason)),
+            "by_source": MetadataValue.json(dict(by_source)),
+            "path": MetadataValue.path(str(out)),
+            "preview": MetadataValue.md(_md_table(["source", "path", "reason", "detail"], preview)),
+        }
+    )

@@ -49,8 +49,14 @@ def _load_side_tables(directory: Path, scan: TownScan, log: ReadLog) -> dict[str
             for lineno, row in iter_jsonl(path, log, SOURCE, max_bytes=scan.max_bytes, rel=rel, rig=rig):
                 issue_id = row.get("issue_id")
                 if not isinstance(issue_id, str):
-                    log.quarantine(SOURCE, rel, "missing_issue_id", f"line {lineno} has no issue_id",
-                                   rig=rig, line=lineno)
+                    log.quarantine(
+                        SOURCE,
+                        rel,
+                        "missing_issue_id",
+                        f"line {lineno} has no issue_id",
+                        rig=rig,
+                        line=lineno,
+                    )
                     continue
                 if name == "events":
                     row = {k: _clip(v) for k, v in row.items()}
@@ -62,8 +68,11 @@ def _load_side_tables(directory: Path, scan: TownScan, log: ReadLog) -> dict[str
 def render_bead(b: dict[str, Any]) -> str:
     """A readable rendering of a bead, the text the corpus sees."""
     lines = [f"{b['id']}: {b.get('title') or ''}".rstrip()]
-    facts = [f"{k}: {b[k]}" for k in ("issue_type", "status", "priority", "assignee", "owner", "parent")
-             if b.get(k) not in (None, "")]
+    facts = [
+        f"{k}: {b[k]}"
+        for k in ("issue_type", "status", "priority", "assignee", "owner", "parent")
+        if b.get(k) not in (None, "")
+    ]
     lines += facts
     if b.get("labels"):
         lines.append("labels: " + ", ".join(map(str, b["labels"])))
@@ -96,14 +105,17 @@ def read_beads(scan: TownScan, log: ReadLog) -> Iterator[Document]:
         for lineno, row in iter_jsonl(path, log, SOURCE, max_bytes=scan.max_bytes, rel=rel, rig=rig):
             bead_id = row.get("id")
             if not isinstance(bead_id, str) or not bead_id:
-                log.quarantine(SOURCE, rel, "missing_id", f"line {lineno} has no bead id", rig=rig, line=lineno)
+                log.quarantine(
+                    SOURCE, rel, "missing_id", f"line {lineno} has no bead id", rig=rig, line=lineno
+                )
                 continue
             if row.get("status") == "tombstone":
                 log.skip("tombstone")
                 continue
             if bead_id in seen:
-                log.quarantine(SOURCE, rel, "duplicate_id", f"line {lineno} repeats bead {bead_id}",
-                               rig=rig, line=lineno)
+                log.quarantine(
+                    SOURCE, rel, "duplicate_id", f"line {lineno} repeats bead {bead_id}", rig=rig, line=lineno
+                )
                 continue
             seen.add(bead_id)
             bead = dict(row)
@@ -117,9 +129,17 @@ def read_beads(scan: TownScan, log: ReadLog) -> Iterator[Document]:
                 bead["parent"] = bead_id.rsplit(".", 1)[0]
             role, _rig, _agent = role_from_actor(bead.get("assignee") or "")
             yield Document(
-                source=SOURCE, kind="backup" if backup else "export", path=rel, text=render_bead(bead),
-                title=f"bead {bead_id}: {bead.get('title') or ''}"[:200], rig=rig, commit=commit, mtime=mtime,
-                role=role, key=bead_id, meta={"format": "backup" if backup else "export", "line": lineno, **bead},
+                source=SOURCE,
+                kind="backup" if backup else "export",
+                path=rel,
+                text=render_bead(bead),
+                title=f"bead {bead_id}: {bead.get('title') or ''}"[:200],
+                rig=rig,
+                commit=commit,
+                mtime=mtime,
+                role=role,
+                key=bead_id,
+                meta={"format": "backup" if backup else "export", "line": lineno, **bead},
             )
         if backup:
             for name in BACKUP_SIDE_FILES:

@@ -76,8 +76,9 @@ def read_conventions(scan: TownScan, log: ReadLog) -> Iterator[Document]:
         kind = convention_kind(path)
         rel = scan.rel(path)
         rig, commit = scan.provenance(path)
-        text = read_text(path, log, SOURCE, max_bytes=scan.max_bytes, rel=rel, rig=rig,
-                         strict=path.suffix == ".toml")
+        text = read_text(
+            path, log, SOURCE, max_bytes=scan.max_bytes, rel=rel, rig=rig, strict=path.suffix == ".toml"
+        )
         if text is None:
             continue
         meta: dict = {"kind": kind, "file": path.name}
@@ -87,11 +88,23 @@ def read_conventions(scan: TownScan, log: ReadLog) -> Iterator[Document]:
             except tomllib.TOMLDecodeError as e:
                 log.quarantine(SOURCE, rel, "invalid_toml", str(e), rig=rig)
                 continue
-        headings = [ln.lstrip("#").strip() for ln in text.splitlines() if ln.startswith("#") and
-                    not ln.startswith("#!")][:40]
+        headings = [
+            ln.lstrip("#").strip()
+            for ln in text.splitlines()
+            if ln.startswith("#") and not ln.startswith("#!")
+        ][:40]
         meta["headings"] = headings
         title = headings[0] if headings and path.suffix != ".toml" else path.name
         yield Document(
-            source=SOURCE, kind=kind, path=rel, text=text, title=f"{kind}: {title}"[:200], rig=rig,
-            commit=commit, mtime=file_mtime(path), role=role_of(rel), key=rel, meta=meta,
+            source=SOURCE,
+            kind=kind,
+            path=rel,
+            text=text,
+            title=f"{kind}: {title}"[:200],
+            rig=rig,
+            commit=commit,
+            mtime=file_mtime(path),
+            role=role_of(rel),
+            key=rel,
+            meta=meta,
         )

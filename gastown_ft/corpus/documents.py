@@ -81,40 +81,52 @@ class ReadLog:
     skipped: Counter = field(default_factory=Counter)  # e.g. {"tombstone": 3319}
     files_read: int = 0
 
-    def quarantine(self, source: str, path: str, reason: str, detail: str, *, rig: str | None = None,
-                   line: int | None = None) -> None:
+    def quarantine(
+        self,
+        source: str,
+        path: str,
+        reason: str,
+        detail: str,
+        *,
+        rig: str | None = None,
+        line: int | None = None,
+    ) -> None:
         self.quarantined.append(Quarantined(source, path, reason, detail[:2000], rig, line))
 
     def skip(self, reason: str, n: int = 1) -> None:
         self.skipped[reason] += n
 
 
-DOCUMENT_SCHEMA = pa.schema([
-    ("doc_id", pa.string()),
-    ("source", pa.string()),
-    ("kind", pa.string()),
-    ("rig", pa.string()),
-    ("path", pa.string()),
-    ("key", pa.string()),
-    ("commit", pa.string()),
-    ("mtime", pa.float64()),
-    ("role", pa.string()),
-    ("content_hash", pa.string()),
-    ("title", pa.string()),
-    ("text", pa.string()),
-    ("meta", pa.string()),  # JSON
-    ("bytes", pa.int64()),
-])
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("source", pa.string()),
+        ("kind", pa.string()),
+        ("rig", pa.string()),
+        ("path", pa.string()),
+        ("key", pa.string()),
+        ("commit", pa.string()),
+        ("mtime", pa.float64()),
+        ("role", pa.string()),
+        ("content_hash", pa.string()),
+        ("title", pa.string()),
+        ("text", pa.string()),
+        ("meta", pa.string()),  # JSON
+        ("bytes", pa.int64()),
+    ]
+)
 
-QUARANTINE_SCHEMA = pa.schema([
-    ("quarantine_id", pa.string()),
-    ("source", pa.string()),
-    ("path", pa.string()),
-    ("rig", pa.string()),
-    ("line", pa.int64()),
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-])
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("quarantine_id", pa.string()),
+        ("source", pa.string()),
+        ("path", pa.string()),
+        ("rig", pa.string()),
+        ("line", pa.int64()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
 
 
 def _safe(text: str) -> str:

@@ -36,8 +36,9 @@ def os_error_reason(e: OSError) -> str:
     return "unreadable"
 
 
-def check_file(path: Path, log: ReadLog, source: str, *, max_bytes: int, rel: str,
-               rig: str | None = None) -> bool:
+def check_file(
+    path: Path, log: ReadLog, source: str, *, max_bytes: int, rel: str, rig: str | None = None
+) -> bool:
     """Stat and sniff a file; quarantine it (and return False) when it cannot be used as text."""
     try:
         st = path.stat()
@@ -45,8 +46,13 @@ def check_file(path: Path, log: ReadLog, source: str, *, max_bytes: int, rel: st
             log.quarantine(source, rel, "empty_file", "the file is empty", rig=rig)
             return False
         if st.st_size > max_bytes:
-            log.quarantine(source, rel, "too_large",
-                           f"{st.st_size} bytes is over the limit of {max_bytes} (town.max_file_mb)", rig=rig)
+            log.quarantine(
+                source,
+                rel,
+                "too_large",
+                f"{st.st_size} bytes is over the limit of {max_bytes} (town.max_file_mb)",
+                rig=rig,
+            )
             return False
         with open(path, "rb") as fh:
             head = fh.read(SNIFF_BYTES)
@@ -59,8 +65,16 @@ def check_file(path: Path, log: ReadLog, source: str, *, max_bytes: int, rel: st
     return True
 
 
-def read_text(path: Path, log: ReadLog, source: str, *, max_bytes: int, rel: str,
-              rig: str | None = None, strict: bool = False) -> str | None:
+def read_text(
+    path: Path,
+    log: ReadLog,
+    source: str,
+    *,
+    max_bytes: int,
+    rel: str,
+    rig: str | None = None,
+    strict: bool = False,
+) -> str | None:
     """The file's text, or None after quarantining it.
 
     strict=True quarantines invalid UTF-8 (for TOML/JSON that must parse); otherwise bad bytes are
@@ -87,8 +101,9 @@ def read_text(path: Path, log: ReadLog, source: str, *, max_bytes: int, rel: str
     return text.lstrip("\ufeff")
 
 
-def iter_jsonl(path: Path, log: ReadLog, source: str, *, max_bytes: int, rel: str,
-               rig: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(
+    path: Path, log: ReadLog, source: str, *, max_bytes: int, rel: str, rig: str | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Stream (line number, object) from a JSONL file, quarantining bad lines one by one.
 
     Tolerates bad UTF-8 (replaced), blank lines, a truncated last line; memory stays at one line.
@@ -116,9 +131,14 @@ def iter_jsonl(path: Path, log: ReadLog, source: str, *, max_bytes: int, rel: st
                 log.quarantine(source, rel, reason, f"line {lineno}: {e.msg}", rig=rig, line=lineno)
                 continue
             if not isinstance(obj, dict):
-                log.quarantine(source, rel, "not_an_object",
-                               f"line {lineno} is a JSON {type(obj).__name__}, not an object",
-                               rig=rig, line=lineno)
+                log.quarantine(
+                    source,
+                    rel,
+                    "not_an_object",
+                    f"line {lineno} is a JSON {type(obj).__name__}, not an object",
+                    rig=rig,
+                    line=lineno,
+                )
                 continue
             good += 1
             yield lineno, obj

@@ -72,7 +72,9 @@ def check_needs(steps: list[dict[str, Any]], what: str = "step") -> None:
             raise FormulaError("bad_schema", f"{what} {s['id']}: `needs` must be a list")
         unknown = [n for n in needs if n not in known]
         if unknown:
-            raise FormulaError("unknown_step", f"{what} {s['id']} needs unknown {what} {', '.join(map(str, unknown))}")
+            raise FormulaError(
+                "unknown_step", f"{what} {s['id']} needs unknown {what} {', '.join(map(str, unknown))}"
+            )
         graph[s["id"]] = list(needs)
     # Iterative DFS with colours: 0 new, 1 on stack, 2 done.
     colour = dict.fromkeys(graph, 0)
@@ -90,7 +92,7 @@ def check_needs(steps: list[dict[str, Any]], what: str = "step") -> None:
                 stack.pop()
                 path.pop()
             elif colour[nxt] == 1:
-                cycle = path[path.index(nxt):] + [nxt]
+                cycle = path[path.index(nxt) :] + [nxt]
                 raise FormulaError("needs_cycle", f"`needs` cycle: {' -> '.join(cycle)}")
             elif colour[nxt] == 0:
                 colour[nxt] = 1
@@ -146,8 +148,10 @@ def parse_formula(data: Any, fallback_name: str) -> dict[str, Any]:
         if not legs:
             raise FormulaError("no_steps", "a convoy formula needs [[legs]]")
         check_needs(legs, "leg")
-        out["legs"] = [{k: leg.get(k) for k in ("id", "title", "focus", "description", "agent") if k in leg}
-                       for leg in legs]
+        out["legs"] = [
+            {k: leg.get(k) for k in ("id", "title", "focus", "description", "agent") if k in leg}
+            for leg in legs
+        ]
         out["synthesis"] = data.get("synthesis")
         out["inputs"] = data.get("inputs")
     elif ftype == "aspect":
@@ -198,8 +202,7 @@ def resolve(docs: list[Document], rigs: list[str]) -> None:
         d.meta["shadowed_in"] = {}
     for candidates in by_name.values():
         for scope in [TOWN_SCOPE, *rigs]:
-            usable = [c for c in candidates
-                      if c.meta["tier"] != "rig" or c.rig == scope]
+            usable = [c for c in candidates if c.meta["tier"] != "rig" or c.rig == scope]
             if not usable:
                 continue
             usable.sort(key=lambda c: (TIER_RANK[c.meta["tier"]], c.path))
@@ -228,10 +231,20 @@ def read_formulas(scan: TownScan, log: ReadLog) -> Iterator[Document]:
         tier = formula_tier(rel, rig)
         parsed["tier"] = tier
         parsed["format"] = "json" if path.suffix == ".json" else "toml"
-        docs.append(Document(
-            source=SOURCE, kind=parsed["type"], path=rel, text=text,
-            title=f"formula {parsed['name']} ({parsed['type']}, {tier})",
-            rig=rig, commit=commit, mtime=file_mtime(path), role=None, key=parsed["name"], meta=parsed,
-        ))
+        docs.append(
+            Document(
+                source=SOURCE,
+                kind=parsed["type"],
+                path=rel,
+                text=text,
+                title=f"formula {parsed['name']} ({parsed['type']}, {tier})",
+                rig=rig,
+                commit=commit,
+                mtime=file_mtime(path),
+                role=None,
+                key=parsed["name"],
+                meta=parsed,
+            )
+        )
     resolve(docs, sorted(scan.rigs))
     yield from docs

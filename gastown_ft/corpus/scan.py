@@ -48,8 +48,12 @@ def git_head(path: Path) -> tuple[str | None, str | None]:
     if not (path / ".git").exists():
         return None, None
     try:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD", "--abbrev-ref", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD", "--abbrev-ref", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None, None
     parts = out.stdout.split()
@@ -121,8 +125,9 @@ class TownScan:
         if not self.config.exclude:
             return False
         rel, absolute = self.rel(path), Path(path).as_posix()
-        return any(fnmatch.fnmatchcase(rel, g) or fnmatch.fnmatchcase(absolute, g)
-                   for g in self.config.exclude)
+        return any(
+            fnmatch.fnmatchcase(rel, g) or fnmatch.fnmatchcase(absolute, g) for g in self.config.exclude
+        )
 
     def rig_of(self, path: Path) -> Rig | None:
         rel = self.rel(path)
@@ -160,8 +165,9 @@ class TownScan:
             return
         key = (st.st_dev, st.st_ino)
         if key in seen:
-            self.issues.append(WalkIssue(directory, "symlink_loop",
-                                         "directory reached twice through a symlink", True))
+            self.issues.append(
+                WalkIssue(directory, "symlink_loop", "directory reached twice through a symlink", True)
+            )
             return
         seen.add(key)
         try:
@@ -191,8 +197,9 @@ class TownScan:
             else:
                 self.files.append(path)
 
-    def matching(self, predicate: Callable[[Path], bool], log: ReadLog, source: str,
-                 extra: Iterable[Path] = ()) -> list[Path]:
+    def matching(
+        self, predicate: Callable[[Path], bool], log: ReadLog, source: str, extra: Iterable[Path] = ()
+    ) -> list[Path]:
         """Files this reader takes; walk problems on paths it would take go to its quarantine."""
         for issue in self.issues:
             if not issue.is_dir and predicate(issue.path):

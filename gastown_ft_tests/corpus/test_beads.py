@@ -16,24 +16,36 @@ def jsonl(path: Path, rows: list) -> None:
 
 def read(root: Path) -> tuple[dict, ReadLog]:
     log = ReadLog()
-    docs = {d.key: d for d in read_beads(TownScan(TownConfig(root=root, claude_projects_dir=root / "x")), log)}
+    docs = {
+        d.key: d for d in read_beads(TownScan(TownConfig(root=root, claude_projects_dir=root / "x")), log)
+    }
     return docs, log
 
 
 def test_export_form_with_tombstones_and_bad_lines(tmp_path):
     root = tmp_path / "town"
-    jsonl(root / "alpha/.beads/issues.jsonl", [
-        {"id": "al-1", "title": "Epic", "issue_type": "epic", "priority": 1, "status": "open"},
-        {"id": "al-1.1", "title": "Child", "issue_type": "task", "priority": 2, "status": "in_progress",
-         "assignee": "alpha/polecats/nux", "labels": ["gt:core"],
-         "dependencies": [{"issue_id": "al-1.1", "depends_on_id": "al-1", "type": "parent-child"}],
-         "comments": [{"id": 1, "author": "mayor", "text": "looks good", "created_at": "2026-01-01"}]},
-        {"id": "al-2", "title": "gone", "status": "tombstone", "deleted_at": "2026-01-02"},
-        {"id": "al-3", "title": "gone too", "status": "tombstone"},
-        [1, 2, 3],
-        {"title": "no id"},
-        "{broken json",
-    ])
+    jsonl(
+        root / "alpha/.beads/issues.jsonl",
+        [
+            {"id": "al-1", "title": "Epic", "issue_type": "epic", "priority": 1, "status": "open"},
+            {
+                "id": "al-1.1",
+                "title": "Child",
+                "issue_type": "task",
+                "priority": 2,
+                "status": "in_progress",
+                "assignee": "alpha/polecats/nux",
+                "labels": ["gt:core"],
+                "dependencies": [{"issue_id": "al-1.1", "depends_on_id": "al-1", "type": "parent-child"}],
+                "comments": [{"id": 1, "author": "mayor", "text": "looks good", "created_at": "2026-01-01"}],
+            },
+            {"id": "al-2", "title": "gone", "status": "tombstone", "deleted_at": "2026-01-02"},
+            {"id": "al-3", "title": "gone too", "status": "tombstone"},
+            [1, 2, 3],
+            {"title": "no id"},
+            "{broken json",
+        ],
+    )
     docs, log = read(root)
     assert sorted(docs) == ["al-1", "al-1.1"]
     child = docs["al-1.1"]
@@ -45,17 +57,47 @@ def test_export_form_with_tombstones_and_bad_lines(tmp_path):
 
 def test_backup_form_is_joined(tmp_path):
     b = tmp_path / "town/beta/.beads/backup"
-    jsonl(b / "issues.jsonl", [
-        {"id": "be-1", "title": "Fix", "issue_type": "bug", "priority": 0, "status": "closed",
-         "close_reason": "merged", "hook_bead": None},
-        {"id": "be-2", "title": "Feature", "issue_type": "feature", "priority": 2, "status": "open"},
-    ])
-    jsonl(b / "dependencies.jsonl", [{"issue_id": "be-2", "depends_on_id": "be-1", "type": "blocks"},
-                                     {"issue_id": "be-9", "depends_on_id": "be-1", "type": "blocks"}])
-    jsonl(b / "labels.jsonl", [{"issue_id": "be-1", "label": "p0"}, {"issue_id": "be-1", "label": "area:cli"}])
-    jsonl(b / "comments.jsonl", [{"id": 1, "issue_id": "be-1", "author": "beta/refinery", "text": "merged at abc"}])
-    jsonl(b / "events.jsonl", [{"id": 1, "issue_id": "be-1", "event_type": "closed", "actor": "beta/refinery",
-                                "new_value": "x" * 5000}])
+    jsonl(
+        b / "issues.jsonl",
+        [
+            {
+                "id": "be-1",
+                "title": "Fix",
+                "issue_type": "bug",
+                "priority": 0,
+                "status": "closed",
+                "close_reason": "merged",
+                "hook_bead": None,
+            },
+            {"id": "be-2", "title": "Feature", "issue_type": "feature", "priority": 2, "status": "open"},
+        ],
+    )
+    jsonl(
+        b / "dependencies.jsonl",
+        [
+            {"issue_id": "be-2", "depends_on_id": "be-1", "type": "blocks"},
+            {"issue_id": "be-9", "depends_on_id": "be-1", "type": "blocks"},
+        ],
+    )
+    jsonl(
+        b / "labels.jsonl", [{"issue_id": "be-1", "label": "p0"}, {"issue_id": "be-1", "label": "area:cli"}]
+    )
+    jsonl(
+        b / "comments.jsonl",
+        [{"id": 1, "issue_id": "be-1", "author": "beta/refinery", "text": "merged at abc"}],
+    )
+    jsonl(
+        b / "events.jsonl",
+        [
+            {
+                "id": 1,
+                "issue_id": "be-1",
+                "event_type": "closed",
+                "actor": "beta/refinery",
+                "new_value": "x" * 5000,
+            }
+        ],
+    )
     (b / "backup_state.json").write_text("{}")
     docs, log = read(tmp_path / "town")
     assert docs["be-1"].meta["labels"] == ["area:cli", "p0"]
@@ -79,6 +121,14 @@ def test_binary_and_empty_issue_files(tmp_path):
 
 
 def test_render_is_readable():
-    text = render_bead({"id": "gt-0anl", "title": "Title", "status": "open", "priority": 1,
-                        "description": "Body", "labels": ["x"]})
+    text = render_bead(
+        {
+            "id": "gt-0anl",
+            "title": "Title",
+            "status": "open",
+            "priority": 1,
+            "description": "Body",
+            "labels": ["x"],
+        }
+    )
     assert text.splitlines()[0] == "gt-0anl: Title" and "## description\nBody" in text

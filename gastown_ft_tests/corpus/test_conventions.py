@@ -10,33 +10,39 @@ from gastown_ft.corpus.documents import ReadLog
 from gastown_ft.corpus.scan import TownScan
 
 
-@pytest.mark.parametrize("path,kind", [
-    ("CLAUDE.md", "claude_md"),
-    ("rig/templates/polecat-CLAUDE.md", "claude_md"),
-    ("rig/AGENTS.md", "agents_md"),
-    ("rig/internal/templates/roles/witness.md.tmpl", "role_template"),
-    ("rig/internal/templates/messages/nudge.md.tmpl", "message_template"),
-    ("rig/.claude/commands/patrol.md", "command"),
-    ("rig/.claude/skills/pr-list/SKILL.md", "skill"),
-    ("rig/internal/config/roles/mayor.toml", "role_config"),
-    ("rig/formula-overlays/mol-polecat-work.toml", "formula_overlay"),
-    ("rig/.beads/PRIME.md", "prime"),
-    ("rig/docs/concepts/convoy.md", "doc"),
-    ("rig/README.md", None),
-    ("rig/.beads/formulas/x.formula.toml", None),
-    ("rig/main.go", None),
-])
+@pytest.mark.parametrize(
+    "path,kind",
+    [
+        ("CLAUDE.md", "claude_md"),
+        ("rig/templates/polecat-CLAUDE.md", "claude_md"),
+        ("rig/AGENTS.md", "agents_md"),
+        ("rig/internal/templates/roles/witness.md.tmpl", "role_template"),
+        ("rig/internal/templates/messages/nudge.md.tmpl", "message_template"),
+        ("rig/.claude/commands/patrol.md", "command"),
+        ("rig/.claude/skills/pr-list/SKILL.md", "skill"),
+        ("rig/internal/config/roles/mayor.toml", "role_config"),
+        ("rig/formula-overlays/mol-polecat-work.toml", "formula_overlay"),
+        ("rig/.beads/PRIME.md", "prime"),
+        ("rig/docs/concepts/convoy.md", "doc"),
+        ("rig/README.md", None),
+        ("rig/.beads/formulas/x.formula.toml", None),
+        ("rig/main.go", None),
+    ],
+)
 def test_kinds(path, kind):
     assert convention_kind(Path(path)) == kind
 
 
-@pytest.mark.parametrize("rel,role", [
-    ("mayor/CLAUDE.md", "mayor"),
-    ("rig/templates/witness-CLAUDE.md", "witness"),
-    ("rig/internal/templates/roles/refinery.md.tmpl", "refinery"),
-    ("rig/polecats/nux/CLAUDE.md", "polecat"),
-    ("rig/AGENTS.md", None),
-])
+@pytest.mark.parametrize(
+    "rel,role",
+    [
+        ("mayor/CLAUDE.md", "mayor"),
+        ("rig/templates/witness-CLAUDE.md", "witness"),
+        ("rig/internal/templates/roles/refinery.md.tmpl", "refinery"),
+        ("rig/polecats/nux/CLAUDE.md", "polecat"),
+        ("rig/AGENTS.md", None),
+    ],
+)
 def test_roles(rel, role):
     assert role_of(rel) == role
 
@@ -53,11 +59,14 @@ def test_read_with_exclusions_and_bad_toml(tmp_path):
     }.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    cfg = TownConfig(root=root, claude_projects_dir=root / "x", exclude=["alpha/secret/*"], exclude_rigs=["beta"])
+    cfg = TownConfig(
+        root=root, claude_projects_dir=root / "x", exclude=["alpha/secret/*"], exclude_rigs=["beta"]
+    )
     log = ReadLog()
     docs = {d.path: d for d in read_conventions(TownScan(cfg), log)}
     assert sorted(docs) == ["CLAUDE.md", "alpha/AGENTS.md", "mayor/CLAUDE.md"]
     assert docs["mayor/CLAUDE.md"].role == "mayor" and docs["mayor/CLAUDE.md"].rig is None
     assert docs["alpha/AGENTS.md"].rig == "alpha"
-    assert [(q.path, q.reason) for q in log.quarantined] == [("alpha/internal/config/roles/polecat.toml",
-                                                             "invalid_toml")]
+    assert [(q.path, q.reason) for q in log.quarantined] == [
+        ("alpha/internal/config/roles/polecat.toml", "invalid_toml")
+    ]

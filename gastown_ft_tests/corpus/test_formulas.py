@@ -56,11 +56,20 @@ def test_check_needs_finds_cycle_and_unknown():
     [
         ({"formula": "w", "steps": [{"id": "s"}]}, "workflow", "steps"),
         ({"formula": "c", "type": "convoy", "legs": [{"id": "l1", "focus": "x"}]}, "convoy", "legs"),
-        ({"formula": "e", "type": "expansion", "template": [{"id": "{target}.a"}, {"id": "{target}.b",
-                                                                                "needs": ["{target}.a"]}]},
-         "expansion", "template"),
-        ({"formula": "a", "type": "aspect", "advice": [{"around": "*"}], "pointcuts": [{"glob": "*"}]},
-         "aspect", "advice"),
+        (
+            {
+                "formula": "e",
+                "type": "expansion",
+                "template": [{"id": "{target}.a"}, {"id": "{target}.b", "needs": ["{target}.a"]}],
+            },
+            "expansion",
+            "template",
+        ),
+        (
+            {"formula": "a", "type": "aspect", "advice": [{"around": "*"}], "pointcuts": [{"glob": "*"}]},
+            "aspect",
+            "advice",
+        ),
     ],
 )
 def test_every_type_parses(data, ftype, part):
@@ -84,10 +93,17 @@ def test_bad_formulas_are_rejected_with_reasons():
 def test_resolution_rig_then_town_then_embedded(tmp_path):
     root = tmp_path / "town"
     write(root / ".beads/formulas/shared.formula.toml", WORKFLOW.format(name="shared", desc="town copy"))
-    write(root / "alpha/.beads/formulas/shared.formula.toml", WORKFLOW.format(name="shared", desc="alpha copy"))
-    write(root / "alpha/internal/formula/formulas/shared.formula.toml", WORKFLOW.format(name="shared", desc="emb"))
-    write(root / "alpha/internal/formula/formulas/only-embedded.formula.toml",
-          WORKFLOW.format(name="only-embedded", desc="emb"))
+    write(
+        root / "alpha/.beads/formulas/shared.formula.toml", WORKFLOW.format(name="shared", desc="alpha copy")
+    )
+    write(
+        root / "alpha/internal/formula/formulas/shared.formula.toml",
+        WORKFLOW.format(name="shared", desc="emb"),
+    )
+    write(
+        root / "alpha/internal/formula/formulas/only-embedded.formula.toml",
+        WORKFLOW.format(name="only-embedded", desc="emb"),
+    )
     (root / "beta").mkdir()
     write(root / "beta/README.md", "beta rig")
     log = ReadLog()
@@ -102,7 +118,10 @@ def test_resolution_rig_then_town_then_embedded(tmp_path):
     assert emb_copy.meta["tier"] == "embedded" and emb_copy.meta["shadowed"]
     assert emb_copy.meta["shadowed_in"]["beta"] == town_copy.path
     assert sorted(docs["alpha/internal/formula/formulas/only-embedded.formula.toml"].meta["active_in"]) == [
-        "(town)", "alpha", "beta"]
+        "(town)",
+        "alpha",
+        "beta",
+    ]
 
 
 def test_bad_files_go_to_quarantine_and_the_rest_is_read(tmp_path):
@@ -110,11 +129,15 @@ def test_bad_files_go_to_quarantine_and_the_rest_is_read(tmp_path):
     write(root / ".beads/formulas/good.formula.toml", WORKFLOW.format(name="good", desc="ok"))
     write(root / ".beads/formulas/broken.formula.toml", "formula = 'x'\n[[steps]\nid=")
     write(root / ".beads/formulas/empty.formula.toml", "")
-    write(root / ".beads/formulas/cycle.formula.toml",
-          'formula="cycle"\n[[steps]]\nid="a"\nneeds=["b"]\n[[steps]]\nid="b"\nneeds=["a"]\n')
+    write(
+        root / ".beads/formulas/cycle.formula.toml",
+        'formula="cycle"\n[[steps]]\nid="a"\nneeds=["b"]\n[[steps]]\nid="b"\nneeds=["a"]\n',
+    )
     write(root / ".beads/formulas/ghost.formula.toml", 'formula="ghost"\n[[steps]]\nid="a"\nneeds=["zzz"]\n')
-    write(root / ".beads/formulas/j.formula.json", json.dumps({"formula": "j", "type": "convoy",
-                                                                "legs": [{"id": "l"}]}))
+    write(
+        root / ".beads/formulas/j.formula.json",
+        json.dumps({"formula": "j", "type": "convoy", "legs": [{"id": "l"}]}),
+    )
     write(root / ".beads/formulas/badj.formula.json", "{not json")
     (root / ".beads/formulas/bin.formula.toml").write_bytes(b"\x00\x01\x02binary")
     (root / ".beads/formulas/latin1.formula.toml").write_bytes('formula = "caf\xe9"\n'.encode("latin-1"))
