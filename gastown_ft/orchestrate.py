@@ -16,7 +16,12 @@ def all_asset_names() -> list[str]:
     return sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
 
 
-def materialize_assets(settings: Settings, instance: DagsterInstance, selection: Sequence[str] | None = None):
+def materialize_assets(
+    settings: Settings,
+    instance: DagsterInstance,
+    selection: Sequence[str] | None = None,
+    log_level: str = "INFO",
+):
     """Materialize the selected assets (all when None) in dependency order; returns the run result."""
     graph_assets = list(defs.assets or [])
     known = set(all_asset_names())
@@ -36,5 +41,7 @@ def materialize_assets(settings: Settings, instance: DagsterInstance, selection:
         instance=instance,
         resources={"settings": GastownSettings(config_file=config_file)},
         raise_on_error=False,
+        # Step progress at INFO; the per-event DEBUG lines stay in the run's log in the UI.
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         tags={"gastown-ft/trigger": "cli"},
     )
