@@ -26,7 +26,7 @@ app = typer.Typer(
     help="Turn a Gas Town town into a clean instruction-tuning corpus and a tuned agent model.",
 )
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False, "config": None}
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Path to gastown-ft.toml.")]
@@ -138,18 +138,19 @@ def status(
         sys.stdout.write(json.dumps(state, indent=2, default=str) + "\n")
         return
     table = Table(title="gastown-ft assets")
-    for col in ("asset", "group", "last materialized", "rows", "quarantined", "failed checks", "output"):
+    table.add_column("asset", no_wrap=True)
+    for col in ("group", "last materialized (UTC)", "rows", "quarantined", "failed checks"):
         table.add_column(col)
     for name, s in state.items():
         nums = s.get("numbers", {})
+        when = (s.get("last_materialization") or "never")[:19].replace("T", " ")
         table.add_row(
             name,
             s["group"] or "",
-            (s.get("last_materialization") or "never")[:19],
+            when,
             str(nums.get("row_count", "")),
             str(nums.get("quarantine_count", "")),
             ", ".join(s["failed_checks"]) or "",
-            str(s.get("outputs", {}).get("path", "")),
         )
     console.print(table)
 
