@@ -65,8 +65,41 @@ class DagsterConfig(_Section):
     home: Path = Field(Path(".gastown-ft/dagster"), description="DAGSTER_HOME: instance storage and logs.")
 
 
+class CorpusConfig(_Section):
+    max_tokens: int = Field(2048, ge=64, description="Token budget of one example (the model's context).")
+    include_low_quality: bool = Field(
+        False, description="Keep sessions that ended in an error, an interrupt or an abandoned hook."
+    )
+    task_weights: dict[str, float] = Field(
+        default_factory=dict, description="Sampling weight per task (default 1.0), e.g. agent_turns = 0.5."
+    )
+    critical_boost: float = Field(
+        3.0,
+        gt=0,
+        description="Extra weight for rare critical workflows (shutdown, convoy cleanup, escalation).",
+    )
+    drop_invalid_commands: bool = Field(
+        True, description="Leave out examples whose answer has a gt/bd command the grammar rejects."
+    )
+    dedup_threshold: float = Field(
+        0.9, gt=0, le=1, description="MinHash Jaccard above which two are near-duplicates."
+    )
+    split_ratios: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="train, validation, test.")
+    split_seed: str = Field(
+        "gastown-ft-v1", description="Changing it reshuffles every split: don't, casually."
+    )
+
+    @field_validator("split_ratios")
+    @classmethod
+    def _ratios_sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("must be three non-negative numbers that sum to 1")
+        return v
+
+
 class Settings(_Section):
     town: TownConfig = Field(default_factory=TownConfig)
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     dagster: DagsterConfig = Field(default_factory=DagsterConfig)
     config_path: Path | None = Field(None, exclude=True, description="The file these came from.")
@@ -150,6 +183,8 @@ def render_settings_toml(settings: Settings) -> str:
             return repr(v)
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{value(str(k))} = {value(x)}" for k, x in v.items()) + "}"
         s = str(v).replace("\\", "\\\\").replace('"', '\\"')
         return f'"{s}"'
 
