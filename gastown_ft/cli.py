@@ -131,28 +131,45 @@ def status(
 ) -> None:
     """The state of every asset: last materialization, numbers, outputs, failed checks."""
     from gastown_ft.instance import local_instance
+    from gastown_ft.report import print_state
     from gastown_ft.status import asset_status
 
     state = asset_status(local_instance(_settings()))
     if as_json:
         sys.stdout.write(json.dumps(state, indent=2, default=str) + "\n")
         return
-    table = Table(title="gastown-ft assets")
-    table.add_column("asset", no_wrap=True)
-    for col in ("group", "last materialized (UTC)", "rows", "quarantined", "failed checks"):
-        table.add_column(col)
-    for name, s in state.items():
-        nums = s.get("numbers", {})
-        when = (s.get("last_materialization") or "never")[:19].replace("T", " ")
-        table.add_row(
-            name,
-            s["group"] or "",
-            when,
-            str(nums.get("row_count", "")),
-            str(nums.get("quarantine_count", "")),
-            ", ".join(s["failed_checks"]) or "",
-        )
-    console.print(table)
+    print_state(console, state, "gastown-ft assets")
+
+
+@app.command()
+def scrub(
+    in_path: Annotated[Path, typer.Argument(help="JSONL input; each object's `text` field is scrubbed.")],
+    out_path: Annotated[Path, typer.Argument(help="JSONL output; other fields are kept as they are.")],
+    report: Annotated[bool, typer.Option("--report", help="Print the counts by kind.")] = False,
+    field: Annotated[list[str] | None, typer.Option("--field", "-f", help="Field(s) to scrub.")] = None,
+) -> None:
+    """Preview what the scrub stage removes: secrets and personal data become typed placeholders."""
+    from gastown_ft.corpus.scrub import scrub_jsonl
+
+    if not in_path.is_file():
+        raise GastownFTError(f"no such file: {in_path}")
+    try:
+        counts = scrub_jsonl(in_path, out_path, field=field or ["text"])
+    except OSError as e:
+        raise GastownFTError(f"cannot scrub {in_path} -> {out_path}: {e.strerror or e}") from None
+    dropped = counts.get("bad_line", 0) + counts.get("unsafe", 0)
+    console.print(
+        f"wrote {counts.get('docs', 0)} objects to {out_path}"
+        + (f"; dropped {dropped} (bad lines or unremovable secrets)" if dropped else "")
+    )
+    if report:
+        table = Table(title="redactions by kind")
+        table.add_column("kind")
+        table.add_column("count", justify="right")
+        for kind, n in sorted(counts.items()):
+            if kind not in ("docs",):
+                table.add_row(kind, str(n))
+        console.print(table)
 
 
 @app.command()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from gastown_ft.assets.corpus import corpus_splits, instruction_pairs, scrubbed_documents
 from gastown_ft.assets.sources import quarantine, source_assets
 from gastown_ft.resources import GastownSettings
 
 defs = Definitions(
-    assets=[*source_assets, quarantine],
+    assets=[*source_assets, scrubbed_documents, quarantine, instruction_pairs, corpus_splits],
     resources={"settings": GastownSettings()},
 )

@@ -1,6 +1,9 @@
-"""The summary printed after a CLI run: what each stage produced and what it quarantined."""
+"""What the CLI prints after a run and in `status`: per stage, per task, per split, redactions by
+kind, quarantine by reason, and the asset checks."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -8,31 +11,83 @@ from rich.table import Table
 from gastown_ft.status import asset_status
 
 
-def print_run_summary(console: Console, instance, result) -> None:
-    state = asset_status(instance)
-    run_assets = set()
-    for ev in result.get_asset_materialization_events():
-        run_assets.add(ev.asset_key.to_user_string())
-    table = Table(title=f"run {result.run_id[:8]}: {'succeeded' if result.success else 'FAILED'}")
-    for col in ("stage", "asset", "rows", "bytes", "quarantined", "by reason"):
-        table.add_column(col)
+def _counts_line(title: str, counts: dict[str, Any] | None) -> str | None:
+    if not counts:
+        return None
+    body = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"[bold]{title}[/bold]: {body}"
+
+
+def stage_table(state: dict[str, dict[str, Any]], title: str, only: set[str] | None = None) -> Table:
+    table = Table(title=title)
+    table.add_column("stage")
+    table.add_column("asset", no_wrap=True)
+    for col in ("rows", "MB", "quarantined", "checks"):
+        table.add_column(col, justify="right" if col != "checks" else "left")
     for name, s in state.items():
-        if name not in run_assets:
+        if only is not None and name not in only:
             continue
         meta = s.get("metadata", {})
-        reasons = meta.get("quarantine_by_reason") or meta.get("by_reason") or {}
-        table.add_row(
-            s["group"] or "",
-            name,
-            str(meta.get("row_count", "")),
-            str(meta.get("bytes", "")),
-            str(meta.get("quarantine_count", meta.get("row_count", "") if name == "quarantine" else "")),
-            ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())),
+        q = meta.get("quarantine_count", meta.get("row_count") if name == "quarantine" else "")
+        mb = f"{meta['bytes'] / 1e6:.2f}" if isinstance(meta.get("bytes"), int) else ""
+        checks = (
+            ("failed: " + ", ".join(s["failed_checks"]))
+            if s["failed_checks"]
+            else ("ok" if s.get("checks") else "")
         )
-    console.print(table)
+        table.add_row(s["group"] or "", name, str(meta.get("row_count", "")), mb, str(q), checks)
+    return table
+
+
+def detail_lines(state: dict[str, dict[str, Any]]) -> list[str]:
+    meta = {name: s.get("metadata", {}) for name, s in state.items()}
+    lines = [
+        _counts_line("examples by task", meta.get("instruction_pairs", {}).get("by_task")),
+        _counts_line("dedup", meta.get("instruction_pairs", {}).get("dedup")),
+        _counts_line(
+            "left out for invalid gt/bd commands",
+            meta.get("instruction_pairs", {}).get("invalid_commands_dropped"),
+        ),
+    ]
+    splits = meta.get("corpus_splits", {})
+    if splits:
+        lines.append(
+            _counts_line(
+                "examples by split",
+                {
+                    k[: -len("_count")]: v
+                    for k, v in splits.items()
+                    if k.endswith("_count") and k != "row_count"
+                },
+            )
+        )
+        if splits.get("corpus_version"):
+            lines.append(
+                f"[bold]corpus version[/bold]: {splits['corpus_version'][:16]}  ({splits.get('path', '')})"
+            )
+    lines.append(
+        _counts_line("redactions by kind", meta.get("scrubbed_documents", {}).get("redactions_by_kind"))
+    )
+    lines.append(_counts_line("quarantine by reason", meta.get("quarantine", {}).get("by_reason")))
+    return [ln for ln in lines if ln]
+
+
+def print_state(
+    console: Console, state: dict[str, dict[str, Any]], title: str, only: set[str] | None = None
+) -> None:
+    console.print(stage_table(state, title, only))
+    for line in detail_lines(state):
+        console.print(line)
+
+
+def print_run_summary(console: Console, instance, result) -> None:
+    state = asset_status(instance)
+    ran = {ev.asset_key.to_user_string() for ev in result.get_asset_materialization_events()}
+    print_state(
+        console, state, f"run {result.run_id[:8]}: {'succeeded' if result.success else 'FAILED'}", ran
+    )
     for ev in result.all_events:
         if ev.is_step_failure:
             data = ev.step_failure_data
-            console.print(
-                f"[red]step {ev.step_key} failed:[/red] {data.error.message.strip() if data.error else ''}"
-            )
+            message = data.error.message.strip().splitlines()[-1] if data.error else ""
+            console.print(f"[red]step {ev.step_key} failed:[/red] {message}")

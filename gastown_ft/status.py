@@ -20,7 +20,9 @@ def _plain(value: Any) -> Any:
 def asset_status(instance: DagsterInstance) -> dict[str, dict[str, Any]]:
     graph = defs.resolve_asset_graph()
     out: dict[str, dict[str, Any]] = {}
-    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+    # In the order the definitions declare them: the pipeline's own order, sources first.
+    declared = [k for a in defs.assets or [] for k in a.keys]
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: declared.index(k) if k in declared else 999):
         node = graph.get(key)
         name = key.to_user_string()
         entry: dict[str, Any] = {"group": node.group_name, "materialized": False}
@@ -48,5 +50,6 @@ def asset_status(instance: DagsterInstance) -> dict[str, dict[str, Any]]:
             if evaluation is not None and not evaluation.passed:
                 failed.append(check_key.name)
         entry["failed_checks"] = failed
+        entry["checks"] = sorted(k.name for k in node.check_keys)
         out[name] = entry
     return out

@@ -40,3 +40,6 @@ def demo_town(tmp_path_factory):
 
 
 from gastown_ft_tests.pg_fixture import postgres  # noqa: E402,F401  (session fixture: a throwaway cluster)
+
+# Tests make many throwaway Dagster instances; none of them phones home.
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")

@@ -29,10 +29,12 @@ from gastown_ft.corpus.sources import READERS, claimed_by_any_reader
 from gastown_ft.resources import GastownSettings
 
 BATCH = 500
+# Stages that write a quarantine table: each reader, and the scrub stage (secrets it could not remove).
+QUARANTINE_TABLES = (*SOURCES, "scrub")
 PREVIEW_ROWS = 10
 
 
-def _md_table(header: list[str], rows: list[list[object]]) -> str:
+def md_table(header: list[str], rows: list[list[object]]) -> str:
     def cell(v: object) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")[:80]
 
@@ -95,7 +97,7 @@ def materialize_source(
         "seconds": MetadataValue.float(round(elapsed, 3)),
         "path": MetadataValue.path(str(out)),
         "quarantine_path": MetadataValue.path(str(qpath)),
-        "preview": MetadataValue.md(_md_table(["title", "path", "rig", "role", "chars"], stats["preview"])),
+        "preview": MetadataValue.md(md_table(["title", "path", "rig", "role", "chars"], stats["preview"])),
     }
     return MaterializeResult(metadata=metadata)
 
@@ -120,13 +122,13 @@ source_assets = [_make_source_asset(s) for s in SOURCES]
 @asset(
     group_name="corpus",
     kinds={"python", "parquet"},
-    deps=[AssetKey(f"raw_{s}") for s in SOURCES],
+    deps=[*(AssetKey(f"raw_{s}") for s in SOURCES), AssetKey("scrubbed_documents")],
     description="Every input that could not be read or cleaned, with its reason. Nothing is dropped silently.",
 )
 def quarantine(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
     cfg = settings.load()
     store = settings.store()
-    tables = [store.read_table("quarantine", s) for s in SOURCES if store.exists("quarantine", s)]
+    tables = [store.read_table("quarantine", s) for s in QUARANTINE_TABLES if store.exists("quarantine", s)]
     town_log = ReadLog()
     TownScan(cfg.town).town_level_issues(town_log, claimed_by_any_reader)
     tables.append(quarantine_to_table(town_log.quarantined))
@@ -144,6 +146,6 @@ def quarantine(context: AssetExecutionContext, settings: GastownSettings) -> Mat
             "by_reason": MetadataValue.json(dict(by_reason)),
             "by_source": MetadataValue.json(dict(by_source)),
             "path": MetadataValue.path(str(out)),
-            "preview": MetadataValue.md(_md_table(["source", "path", "reason", "detail"], preview)),
+            "preview": MetadataValue.md(md_table(["source", "path", "reason", "detail"], preview)),
         }
     )

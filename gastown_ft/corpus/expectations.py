@@ -36,7 +36,9 @@ RESIDUE_PATTERNS: tuple[str, ...] = (
     r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{20,}",
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
     r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
-    r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b",
+    # An email address of a person: `git@host:owner/repo` is an SSH remote and noreply@ a robot (the
+    # scrubber keeps both, by the same rule).
+    r"(?<![A-Za-z0-9._%+\-])(?!(?:git|noreply|no-reply)@)[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b",
 )
 
 # Roles as one letter each (s, u, a, t): an optional system prompt, a user turn first, tool results

@@ -58,7 +58,22 @@ def test_definitions_load():
     assert set(all_asset_names()) >= {f"raw_{s}" for s in SOURCES} | {"quarantine"}
     graph = defs.resolve_asset_graph()
     assert {graph.get(AssetKey(f"raw_{s}")).group_name for s in SOURCES} == {"sources"}
-    assert graph.get(AssetKey("quarantine")).parent_keys == {AssetKey(f"raw_{s}") for s in SOURCES}
+    assert graph.get(AssetKey("quarantine")).parent_keys == {AssetKey(f"raw_{s}") for s in SOURCES} | {
+        AssetKey("scrubbed_documents")
+    }
+    assert graph.get(AssetKey("corpus_splits")).parent_keys == {AssetKey("instruction_pairs")}
+    assert graph.get(AssetKey("instruction_pairs")).parent_keys == {AssetKey("scrubbed_documents")}
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert checks == {
+        ("scrubbed_documents", "schema"),
+        ("scrubbed_documents", "no_secret_residue"),
+        ("instruction_pairs", "schema"),
+        ("instruction_pairs", "no_secret_residue"),
+        ("instruction_pairs", "token_lengths"),
+        ("instruction_pairs", "roles_in_order"),
+        ("corpus_splits", "schema"),
+        ("corpus_splits", "no_group_in_two_splits"),
+    }
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,551 @@
+"""Train / validation / test splits by group, and the dataset on disk (Parquet + Hub dataset card).
+
+The split of an example is a function of its `group_id` alone (the session, formula or bead it comes
+from): sha256(seed + "\\0" + group_id), its first 8 bytes read as a big-endian integer and divided by
+2**64, compared with the cumulative ratios. So every example of a group lands in the same split, and
+an example keeps its split when data is added, removed or reordered, as long as seed and ratios stay.
+
+`write_splits` writes `data/{train,validation,test}.parquet` under one fixed Arrow schema (ROW_SCHEMA)
+and a `README.md` dataset card whose YAML header (`dataset_info`, `configs`) is produced by `datasets`'
+own helpers, the way `push_to_hub` writes it, so `datasets.load_dataset(out_dir)` reads it offline.
+The directory is staged next to `out_dir` and swapped in with one rename.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+Split = Literal["train", "validation", "test"]
+SPLITS: tuple[Split, Split, Split] = ("train", "validation", "test")
+DEFAULT_SEED = "gastown-ft-v1"
+DEFAULT_RATIOS = (0.8, 0.1, 0.1)
+DATA_DIR = "data"
+CARD_NAME = "README.md"
+ROW_GROUP_SIZE = 1000  # rows per Parquet row group (datasets' default writer batch size)
+
+FUNCTION_TYPE = pa.struct([("name", pa.string()), ("arguments", pa.string())])
+TOOL_CALL_TYPE = pa.struct([("id", pa.string()), ("type", pa.string()), ("function", FUNCTION_TYPE)])
+MESSAGE_TYPE = pa.struct(
+    [
+        ("role", pa.string()),
+        ("content", pa.string()),
+        ("tool_calls", pa.list_(TOOL_CALL_TYPE)),
+        ("tool_call_id", pa.string()),
+        ("name", pa.string()),
+    ]
+)
+# Every field nullable: datasets' Features carry no nullability, and a non-nullable field would make
+# the written schema differ from the one `load_dataset` casts to. Required fields are checked in Python.
+ROW_SCHEMA = pa.schema(
+    [
+        ("example_id", pa.string()),
+        ("messages", pa.list_(MESSAGE_TYPE)),
+        ("tools", pa.string()),  # JSON: a list of JSON-schema tool dicts (their schemas vary)
+        ("task", pa.string()),
+        ("rig", pa.string()),
+        ("role", pa.string()),
+        ("source_ids", pa.list_(pa.string())),
+        ("quality", pa.float64()),
+        ("weight", pa.float64()),
+        ("group_id", pa.string()),
+        ("source_time", pa.float64()),
+    ]
+)
+ROW_FIELDS = tuple(ROW_SCHEMA.names)
+MESSAGE_FIELDS = tuple(f.name for f in MESSAGE_TYPE)
+TOOL_CALL_FIELDS = ("id", "type", "function")
+FUNCTION_FIELDS = ("name", "arguments")
+REQUIRED_STR = ("example_id", "task", "group_id")
+
+
+# --- split assignment ----------------------------------------------------------------------------
+
+
+def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+    if len(ratios) != 3:
+        raise ValueError(f"ratios must be three numbers (train, validation, test), got {ratios!r}")
+    r = tuple(float(x) for x in ratios)
+    if any(x < 0 or x != x for x in r) or abs(sum(r) - 1.0) > 1e-9:
+        raise ValueError(f"ratios must be non-negative and sum to 1, got {ratios!r}")
+    return r  # type: ignore[return-value]
+
+
+def split_point(group_id: str, *, seed: str = DEFAULT_SEED) -> float:
+    """The group's position in [0, 1): sha256(seed + "\\0" + group_id), first 8 bytes / 2**64."""
+    digest = hashlib.sha256(f"{seed}\0{group_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def assign_split(
+    group_id: str, *, seed: str = DEFAULT_SEED, ratios: Sequence[float] = DEFAULT_RATIOS
+) -> Split:
+    """ "train", "validation" or "test" for a group: stable, and independent of every other group."""
+    if not isinstance(group_id, str) or not group_id:
+        raise ValueError(f"group_id must be a non-empty string, got {group_id!r}")
+    train, validation, _test = _check_ratios(ratios)
+    x = split_point(group_id, seed=seed)
+    if x < train:
+        return "train"
+    if x < train + validation:
+        return "validation"
+    return "test"
+
+
+def split_examples(
+    examples: Iterable[dict], *, seed: str = DEFAULT_SEED, ratios: Sequence[float] = DEFAULT_RATIOS
+) -> dict[str, list[dict]]:
+    """The examples by split (all three keys present), each list sorted by (example_id, group_id)."""
+    _check_ratios(ratios)
+    out: dict[str, list[dict]] = {name: [] for name in SPLITS}
+    memo: dict[str, Split] = {}
+    for example in examples:
+        group_id = example.get("group_id")
+        split = memo.get(group_id) if isinstance(group_id, str) else None
+        if split is None:
+            split = memo[group_id] = assign_split(group_id, seed=seed, ratios=ratios)
+        out[split].append(example)
+    for rows in out.values():
+        rows.sort(key=lambda e: (str(e.get("example_id")), str(e.get("group_id"))))
+    return out
+
+
+def corpus_version(splits: dict[str, Sequence[dict]]) -> str:
+    """sha256 over the sorted example_ids of each split (the splits in SPLITS order, then any others)."""
+    h = hashlib.sha256(b"gastown-ft-corpus\n")
+    for name in [*SPLITS, *sorted(set(splits) - set(SPLITS))]:
+        h.update(f"[{name}]\n".encode())
+        for example_id in sorted(str(e["example_id"]) for e in splits.get(name, ())):
+            h.update(example_id.encode() + b"\n")
+    return h.hexdigest()
+
+
+# --- rows <-> Arrow records ----------------------------------------------------------------------
+
+
+def _opt_str(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{what} must be a string or None, got {type(value).__name__}")
+
+
+def _tool_call_record(call: Any, where: str) -> dict:
+    if not isinstance(call, dict):
+        raise ValueError(f"{where}: a tool call must be a dict, got {type(call).__name__}")
+    extra = set(call) - set(TOOL_CALL_FIELDS)
+    if extra:
+        raise ValueError(f"{where}: unknown tool call keys {sorted(extra)}")
+    function = call.get("function")
+    if function is not None:
+        if not isinstance(function, dict):
+            raise ValueError(f"{where}: function must be a dict")
+        extra = set(function) - set(FUNCTION_FIELDS)
+        if extra:
+            raise ValueError(f"{where}: unknown function keys {sorted(extra)}")
+        function = {
+            "name": _opt_str(function.get("name"), f"{where}.function.name"),
+            "arguments": _opt_str(function.get("arguments"), f"{where}.function.arguments (a JSON string)"),
+        }
+    return {
+        "id": _opt_str(call.get("id"), f"{where}.id"),
+        "type": _opt_str(call.get("type"), f"{where}.type"),
+        "function": function,
+    }
+
+
+def _message_record(message: Any, where: str) -> dict:
+    if not isinstance(message, dict):
+        raise ValueError(f"{where}: a message must be a dict, got {type(message).__name__}")
+    extra = set(message) - set(MESSAGE_FIELDS)
+    if extra:
+        raise ValueError(
+            f"{where}: unknown message keys {sorted(extra)} (the schema has {list(MESSAGE_FIELDS)})"
+        )
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None:
+        if not isinstance(tool_calls, list):
+            raise ValueError(f"{where}.tool_calls must be a list")
+        tool_calls = [_tool_call_record(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(tool_calls)]
+    return {
+        "role": _opt_str(message.get("role"), f"{where}.role"),
+        "content": _opt_str(message.get("content"), f"{where}.content"),
+        "tool_calls": tool_calls,
+        "tool_call_id": _opt_str(message.get("tool_call_id"), f"{where}.tool_call_id"),
+        "name": _opt_str(message.get("name"), f"{where}.name"),
+    }
+
+
+def _float(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def example_to_record(example: dict) -> dict:
+    """The Arrow record of an example row (unknown top-level keys are left out)."""
+    where = f"example {example.get('example_id')!r}"
+    for key in REQUIRED_STR:
+        if not isinstance(example.get(key), str) or not example[key]:
+            raise ValueError(f"{where}: {key} must be a non-empty string")
+    messages = example.get("messages")
+    if not isinstance(messages, list):
+        raise ValueError(f"{where}: messages must be a list")
+    tools = example.get("tools")
+    if tools is None:
+        tools = []
+    if not isinstance(tools, list):
+        raise ValueError(f"{where}: tools must be a list of JSON-schema dicts")
+    source_ids = example.get("source_ids") or []
+    if not isinstance(source_ids, list) or not all(isinstance(s, str) for s in source_ids):
+        raise ValueError(f"{where}: source_ids must be a list of strings")
+    return {
+        "example_id": example["example_id"],
+        "messages": [_message_record(m, f"{where}.messages[{i}]") for i, m in enumerate(messages)],
+        "tools": json.dumps(tools, ensure_ascii=False, sort_keys=True, separators=(",", ":")),
+        "task": example["task"],
+        "rig": _opt_str(example.get("rig"), f"{where}.rig"),
+        "role": _opt_str(example.get("role"), f"{where}.role"),
+        "source_ids": list(source_ids),
+        "quality": _float(example.get("quality"), f"{where}.quality"),
+        "weight": _float(example.get("weight"), f"{where}.weight"),
+        "group_id": example["group_id"],
+        "source_time": _float(example.get("source_time"), f"{where}.source_time"),
+    }
+
+
+def _drop_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def example_from_record(record: dict) -> dict:
+    """The example row of a record read back (from Parquet or `datasets`): tools parsed, absent keys
+    of messages / tool calls (stored as null) left out again, so a written example round-trips."""
+    out = dict(record)
+    out["tools"] = json.loads(record["tools"]) if record.get("tools") else []
+    messages = []
+    for message in record.get("messages") or []:
+        m = _drop_none(message)
+        if m.get("tool_calls") is not None:
+            m["tool_calls"] = [
+                {**_drop_none(c), **({"function": _drop_none(c["function"])} if c.get("function") else {})}
+                for c in m["tool_calls"]
+            ]
+        messages.append(m)
+    out["messages"] = messages
+    return out
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def _features():
+    from datasets import Features
+
+    return Features.from_arrow_schema(ROW_SCHEMA)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    from datasets import config as ds_config
+
+    cdc = ds_config.DEFAULT_CDC_OPTIONS
+    with pq.ParquetWriter(
+        path, table.schema, use_content_defined_chunking=cdc, write_page_index=True
+    ) as writer:
+        writer.add_key_value_metadata({"content_defined_chunking": json.dumps(cdc)})
+        writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
+    _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dataset_card(
+    *,
+    dataset_name: str,
+    description: str,
+    features,
+    split_infos: list[tuple[str, int, int]],
+    download_size: int,
+    summary: dict,
+    seed: str,
+    ratios: tuple[float, float, float],
+) -> str:
+    from datasets import DatasetInfo, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    splits = SplitDict()
+    for name, num_bytes, num_examples in split_infos:
+        splits.add(SplitInfo(name=name, num_bytes=num_bytes, num_examples=num_examples))
+    info = DatasetInfo(
+        features=features,
+        splits=splits,
+        download_size=download_size,
+        dataset_size=sum(num_bytes for _n, num_bytes, _e in split_infos),
+    )
+    card_data = DatasetCardData(
+        pretty_name=dataset_name,
+        task_categories=["text-generation"],
+        tags=["gastown", "chat", "tool-use", "agents"],
+    )
+    DatasetInfosDict({"default": info}).to_dataset_card_data(card_data)
+    MetadataConfigs(
+        {
+            "default": {
+                "data_files": [
+                    {"split": name, "path": f"{DATA_DIR}/{name}.parquet"} for name, _b, _n in split_infos
+                ]
+            }
+        }
+    ).to_dataset_card_data(card_data)
+    card = DatasetCard(
+        f"---\n{card_data}\n---\n" + _card_body(dataset_name, description, summary, seed, ratios)
+    )
+    return str(card)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _card_body(
+    dataset_name: str, description: str, summary: dict, seed: str, ratios: tuple[float, float, float]
+) -> str:
+    counts = summary["num_examples"]
+    tasks = sorted(summary["tasks"])
+    lines = [
+        "",
+        f"# {dataset_name}",
+        "",
+        description.strip(),
+        "",
+        "Instruction-tuning examples built from a Gas Town town by the gastown-ft pipeline: chat",
+        "conversations in the format shared by TRL, OpenAI fine-tuning and Hugging Face chat templates",
+        "(`messages` with roles system / user / assistant / tool, `tool_calls` on assistant turns, `tools`",
+        "as JSON schema).",
+        "",
+        f"Corpus version: `{summary['version']}` (sha256 over the sorted example ids of each split).",
+        "",
+        "## Contents",
+        "",
+        "| split | examples |",
+        "| --- | ---: |",
+        *(f"| {name} | {counts[name] or '0 (empty: no file)'} |" for name in SPLITS),
+        f"| **total** | {summary['total']} |",
+        "",
+        "Examples per task:",
+        "",
+        "| task | " + " | ".join(SPLITS) + " | total |",
+        "| --- | " + " | ".join("---:" for _ in SPLITS) + " | ---: |",
+    ]
+    for task in tasks:
+        per = [summary["tasks_per_split"][name].get(task, 0) for name in SPLITS]
+        lines.append(
+            f"| {_md_escape(task)} | " + " | ".join(str(n) for n in per) + f" | {summary['tasks'][task]} |"
+        )
+    lines += [
+        "",
+        "## Fields",
+        "",
+        "- `example_id`: content hash of the messages.",
+        "- `messages`: the conversation; each message has `role`, `content`, and where they apply",
+        "  `tool_calls` (`id`, `type` = `function`, `function.name`, `function.arguments` as a JSON string),",
+        "  `tool_call_id` (on tool results) and `name`. Keys a message does not have are null.",
+        "- `tools`: the tools offered, a JSON string holding a list of JSON-schema tool definitions",
+        "  (`json.loads` it; stored as a string because the schemas differ from tool to tool).",
+        "- `task`, `rig`, `role`: what the example teaches, and the Gas Town rig and agent role it comes from.",
+        "- `source_ids`: the source documents; `group_id`: the session, formula or bead it comes from.",
+        "- `quality` (0..1) and `weight`: the example's quality score and its training weight.",
+        "- `source_time`: modification time or timestamp of the newest source (Unix seconds).",
+        "",
+        "## Splits",
+        "",
+        "The split of an example depends only on its `group_id`: `sha256(seed + '\\0' + group_id)` with seed",
+        f"`{seed}`, its first 8 bytes as a big-endian integer divided by 2^64, gives a point `x` in [0, 1);",
+        f"`x < {ratios[0]:g}` is train, `x < {ratios[0] + ratios[1]:g}` validation, the rest test. So all",
+        "examples of one session, formula or bead are in the same split (no leakage between splits), and an",
+        "example never changes split when the corpus is rebuilt with more data.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import json",
+        "",
+        "from datasets import load_dataset",
+        "",
+        'ds = load_dataset("path/to/this/directory")  # or the Hub repository id',
+        'row = ds["train"][0]',
+        'messages = [{k: v for k, v in m.items() if v is not None} for m in row["messages"]]',
+        'tools = json.loads(row["tools"])',
+        "```",
+        "",
+        "Intended for supervised fine-tuning of a language model to act as a Gas Town agent (mayor, deacon,",
+        "witness, refinery, polecat, crew): following role conventions, running `gt` and `bd` commands,",
+        "working formulas and beads. The examples come from one town's sessions and records, after",
+        "scrubbing and deduplication; they reflect that town's work and are not a general-purpose benchmark.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_splits(
+    splits: dict[str, list[dict]],
+    out_dir: Path,
+    *,
+    dataset_name: str,
+    description: str,
+    seed: str = DEFAULT_SEED,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+) -> dict:
+    """Write `out_dir/data/{train,validation,test}.parquet` and `out_dir/README.md`, replacing `out_dir`
+    in one step. `seed` and `ratios` are only described in the card (pass those the splits were made with).
+
+    Returns a summary: counts per split and per task, sizes, the corpus version, the files, and the
+    names of row keys that are not in the schema and were left out.
+    """
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown split names {sorted(unknown)}; expected {list(SPLITS)}")
+    ratios = _check_ratios(ratios)
+    out_dir = Path(out_dir)
+    features = _features()
+    schema = features.arrow_schema  # ROW_SCHEMA plus the "huggingface" metadata datasets reads back
+
+    tables: dict[str, pa.Table] = {}
+    dropped_fields: set[str] = set()
+    for name in SPLITS:
+        rows = sorted(splits.get(name, []), key=lambda e: (str(e.get("example_id")), str(e.get("group_id"))))
+        records = []
+        for row in rows:
+            dropped_fields.update(set(row) - set(ROW_FIELDS))
+            records.append(example_to_record(row))
+        tables[name] = pa.Table.from_pylist(records, schema=schema)
+    if dropped_fields:
+        logger.info("write_splits: row keys not in the schema were left out: %s", sorted(dropped_fields))
+
+    tasks: Counter[str] = Counter()
+    tasks_per_split: dict[str, dict[str, int]] = {}
+    for name in SPLITS:
+        per = Counter(tables[name].column("task").to_pylist())
+        tasks_per_split[name] = dict(sorted(per.items()))
+        tasks.update(per)
+    summary: dict[str, Any] = {
+        "dataset_name": dataset_name,
+        "version": corpus_version({name: splits.get(name, []) for name in SPLITS}),
+        "num_examples": {name: tables[name].num_rows for name in SPLITS},
+        "total": sum(t.num_rows for t in tables.values()),
+        "tasks": dict(sorted(tasks.items())),
+        "tasks_per_split": tasks_per_split,
+        "files": {name: f"{DATA_DIR}/{name}.parquet" for name in SPLITS if tables[name].num_rows},
+        "dropped_fields": sorted(dropped_fields),
+    }
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # os.mkdir, not mkdtemp: the directory gets the usual permissions (0o777 less the umask), not 0o700
+    staged = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
+    staged.mkdir()
+    try:
+        (staged / DATA_DIR).mkdir()
+        split_infos = []
+        download_size = 0
+        for name in SPLITS:
+            if not tables[name].num_rows:
+                # datasets cannot load a split with no rows: an empty split gets no file and no card entry
+                logger.warning("write_splits: the %s split is empty; it is left out of %s", name, out_dir)
+                continue
+            path = staged / DATA_DIR / f"{name}.parquet"
+            _write_parquet(tables[name], path)
+            download_size += path.stat().st_size
+            split_infos.append((name, tables[name].nbytes, tables[name].num_rows))
+        summary["num_bytes"] = {name: 0 for name in SPLITS} | {name: b for name, b, _n in split_infos}
+        summary["download_size"] = download_size
+        summary["dataset_size"] = sum(summary["num_bytes"].values())
+        card = _dataset_card(
+            dataset_name=dataset_name,
+            description=description,
+            features=features,
+            split_infos=split_infos,
+            download_size=download_size,
+            summary=summary,
+            seed=seed,
+            ratios=ratios,
+        )
+        (staged / CARD_NAME).write_text(card, encoding="utf-8")
+        _fsync(staged / CARD_NAME)
+        _fsync(staged / DATA_DIR)
+        _fsync(staged)
+        _replace_dir(staged, out_dir)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+    summary["out_dir"] = str(out_dir)
+    return summary
+
+
+# --- swapping the directory in -------------------------------------------------------------------
+
+_OWNED = frozenset({DATA_DIR, CARD_NAME})
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    return False
+
+
+def _replace_dir(staged: Path, out_dir: Path) -> None:
+    """Put `staged` at `out_dir`. Entries of an existing `out_dir` other than data/ and README.md are
+    moved over first, so they survive; the old data/ and README.md are deleted."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        os.rename(staged, out_dir)
+        _fsync(out_dir.parent)
+        return
+    if not out_dir.is_dir():
+        raise ValueError(f"{out_dir} exists and is not a directory")
+    for entry in sorted(out_dir.iterdir()):
+        if entry.name not in _OWNED:
+            os.rename(entry, staged / entry.name)
+    if _exchange(staged, out_dir):
+        old = staged  # after the exchange, the staged path holds the old directory
+    else:
+        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}")
+        os.rename(out_dir, old)
+        os.rename(staged, out_dir)
+    _fsync(out_dir.parent)
+    shutil.rmtree(old, ignore_errors=True)
