@@ -1,13 +1,9 @@
 """Corpus assets: `scrubbed_documents` -> `instruction_pairs` -> `corpus_splits` (group `corpus`).
 
-Each runs its Great Expectations suite after writing and reports it as blocking asset checks, so a
-failed check stops the stages below it.
+Thin adapters over corpus.stages. Each reports its Great Expectations suite as blocking asset
+checks, so a failed check stops the stages below it.
 """
 
-import time
-from collections import Counter
-
-import pyarrow as pa
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -19,23 +15,9 @@ from dagster import (
 )
 
 from gastown_ft.assets.sources import md_table
-from gastown_ft.corpus.documents import DOCUMENT_SCHEMA, SOURCES, quarantine_to_table
-from gastown_ft.corpus.expectations import (
-    CheckOutcome,
-    validate_documents,
-    validate_examples,
-    validate_splits,
-)
-from gastown_ft.corpus.pairs import build_instruction_pairs
-from gastown_ft.corpus.scrub import Scrubber
-from gastown_ft.corpus.scrubbing import RedactionReport, scrub_rows
-from gastown_ft.corpus.splits import (
-    ROW_SCHEMA,
-    example_from_record,
-    example_to_record,
-    split_examples,
-    write_splits,
-)
+from gastown_ft.corpus.documents import SOURCES
+from gastown_ft.corpus.expectations import CheckOutcome
+from gastown_ft.corpus.stages import pairs_stage, scrub_stage, splits_stage
 from gastown_ft.resources import GastownSettings
 
 
@@ -63,38 +45,23 @@ def _results(outcomes: list[CheckOutcome]) -> list[AssetCheckResult]:
     "a redaction report by kind and by source.",
 )
 def scrubbed_documents(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
-    store = settings.store()
-    started = time.perf_counter()
-    scrubber = Scrubber()
-    report = RedactionReport()
-    quarantined = []
-    rows_out: list[dict] = []
-    for source in SOURCES:
-        if not store.exists("raw", source):
-            continue
-        rows = store.read_table("raw", source).to_pylist()
-        rows_out += scrub_rows(rows, scrubber, report, quarantined)
-    table = pa.Table.from_pylist(rows_out, schema=DOCUMENT_SCHEMA)
-    out = store.write_table("corpus", "scrubbed_documents", table)
-    store.write_table("quarantine", "scrub", quarantine_to_table(quarantined))
-    outcomes = validate_documents(rows_out, list(DOCUMENT_SCHEMA.names))
-    elapsed = time.perf_counter() - started
-    mb = sum(r["bytes"] for r in rows_out) / 1e6
+    s, outcomes = scrub_stage(settings.store())
+    mb_s = s["bytes_in"] / 1e6 / s["seconds"] if s["seconds"] else 0.0
     context.log.info(
-        f"scrubbed {len(rows_out)} documents ({mb:.2f} MB) in {elapsed:.1f}s; "
-        f"redactions {dict(report.by_kind)}; unsafe {len(quarantined)}"
+        f"scrubbed {s['rows']} documents ({s['bytes_in'] / 1e6:.2f} MB, {mb_s:.1f} MB/s); "
+        f"redactions {s['by_kind']}; unsafe {s['quarantined']}"
     )
     return MaterializeResult(
         metadata={
-            "row_count": MetadataValue.int(len(rows_out)),
-            "bytes": MetadataValue.int(int(mb * 1e6)),
-            "redactions": MetadataValue.int(sum(report.by_kind.values())),
-            "redactions_by_kind": MetadataValue.json(dict(report.by_kind)),
-            "redactions_by_source": MetadataValue.json(report.as_dict()["by_source"]),
-            "documents_changed": MetadataValue.int(report.documents_changed),
-            "quarantine_count": MetadataValue.int(len(quarantined)),
-            "mb_per_s": MetadataValue.float(round(mb / elapsed, 3) if elapsed else 0.0),
-            "path": MetadataValue.path(str(out)),
+            "row_count": MetadataValue.int(s["rows"]),
+            "bytes": MetadataValue.int(int(s["bytes"])),
+            "redactions": MetadataValue.int(sum(s["by_kind"].values())),
+            "redactions_by_kind": MetadataValue.json(s["by_kind"]),
+            "redactions_by_source": MetadataValue.json(s["by_source"]),
+            "documents_changed": MetadataValue.int(s["documents_changed"]),
+            "quarantine_count": MetadataValue.int(s["quarantined"]),
+            "mb_per_s": MetadataValue.float(round(mb_s, 3)),
+            "path": MetadataValue.path(s["path"]),
         },
         check_results=_results(outcomes),
     )
@@ -111,47 +78,34 @@ def scrubbed_documents(context: AssetExecutionContext, settings: GastownSettings
     "weight and group id; commands checked against the gt/bd grammar; deduplicated.",
 )
 def instruction_pairs(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
-    cfg = settings.load()
-    store = settings.store()
-    docs = store.read_table("corpus", "scrubbed_documents").to_pylist()
-    by_source: dict[str, list[dict]] = {}
-    for d in docs:
-        by_source.setdefault(d["source"], []).append(d)
-    examples, report = build_instruction_pairs(by_source, cfg.corpus)
-    table = pa.Table.from_pylist([example_to_record(e) for e in examples], schema=ROW_SCHEMA)
-    out = store.write_table("corpus", "instruction_pairs", table)
-    outcomes = validate_examples(examples, cfg.corpus.max_tokens)
+    s, outcomes, examples = pairs_stage(settings.store(), settings.load().corpus)
     context.log.info(
-        f"pairs: {len(examples)} examples by task {dict(report.by_task)}; dedup {report.dedup}; "
-        f"invalid commands {dict(report.invalid_commands)}; over budget {dict(report.over_budget)}"
+        f"pairs: {s['rows']} examples by task {s['by_task']}; dedup {s['dedup']}; "
+        f"invalid commands {s['invalid_commands']}; over budget {s['over_budget']}"
     )
+    preview = [
+        [
+            e["task"],
+            e["role"] or "",
+            e["rig"] or "",
+            next((m["content"] for m in e["messages"] if m["role"] == "user"), ""),
+        ]
+        for e in examples[:10]
+    ]
     return MaterializeResult(
         metadata={
-            "row_count": MetadataValue.int(len(examples)),
-            "built": MetadataValue.int(report.built),
-            "by_task": MetadataValue.json(dict(report.by_task)),
-            "by_role": MetadataValue.json(dict(report.by_role)),
-            "dedup": MetadataValue.json(report.dedup),
-            "conflicts": MetadataValue.int(len(report.conflicts)),
-            "conflict_examples": MetadataValue.json(report.conflicts[:10]),
-            "invalid_commands_dropped": MetadataValue.json(dict(report.invalid_commands)),
-            "invalid_command_examples": MetadataValue.json(report.invalid_examples),
-            "over_budget_dropped": MetadataValue.json(dict(report.over_budget)),
-            "path": MetadataValue.path(str(out)),
-            "preview": MetadataValue.md(
-                md_table(
-                    ["task", "role", "rig", "question"],
-                    [
-                        [
-                            e["task"],
-                            e["role"] or "",
-                            e["rig"] or "",
-                            next((m["content"] for m in e["messages"] if m["role"] == "user"), ""),
-                        ]
-                        for e in examples[:10]
-                    ],
-                )
-            ),
+            "row_count": MetadataValue.int(s["rows"]),
+            "built": MetadataValue.int(s["built"]),
+            "by_task": MetadataValue.json(s["by_task"]),
+            "by_role": MetadataValue.json(s["by_role"]),
+            "dedup": MetadataValue.json(s["dedup"]),
+            "conflicts": MetadataValue.int(len(s["conflicts"])),
+            "conflict_examples": MetadataValue.json(s["conflicts"][:10]),
+            "invalid_commands_dropped": MetadataValue.json(s["invalid_commands"]),
+            "invalid_command_examples": MetadataValue.json(s["invalid_examples"]),
+            "over_budget_dropped": MetadataValue.json(s["over_budget"]),
+            "path": MetadataValue.path(s["path"]),
+            "preview": MetadataValue.md(md_table(["task", "role", "rig", "question"], preview)),
         },
         check_results=_results(outcomes),
     )
@@ -166,30 +120,16 @@ def instruction_pairs(context: AssetExecutionContext, settings: GastownSettings)
     "stable across rebuilds.",
 )
 def corpus_splits(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
-    cfg = settings.load()
-    store = settings.store()
-    examples = [example_from_record(r) for r in store.read_table("corpus", "instruction_pairs").to_pylist()]
-    splits = split_examples(examples, seed=cfg.corpus.split_seed, ratios=cfg.corpus.split_ratios)
-    out_dir = store.root / "corpus" / "splits"
-    summary = write_splits(
-        splits,
-        out_dir,
-        dataset_name="gastown-ft-corpus",
-        description="Instruction-tuning examples built from a Gas Town town by gastown-ft.",
-        seed=cfg.corpus.split_seed,
-        ratios=cfg.corpus.split_ratios,
-    )
-    outcomes = validate_splits(splits)
-    by_split_task = {name: dict(Counter(e["task"] for e in rows)) for name, rows in splits.items()}
-    context.log.info(f"splits: { {k: len(v) for k, v in splits.items()} }; version {summary['version']}")
+    s, outcomes = splits_stage(settings.store(), settings.load().corpus)
+    context.log.info(f"splits: {s['counts']}; corpus version {s['corpus_version'][:16]}")
     return MaterializeResult(
         metadata={
-            "row_count": MetadataValue.int(len(examples)),
-            **{f"{name}_count": MetadataValue.int(len(rows)) for name, rows in splits.items()},
-            "by_split_and_task": MetadataValue.json(by_split_task),
-            "corpus_version": MetadataValue.text(summary["version"]),
-            "path": MetadataValue.path(str(out_dir)),
-            "dataset_card_path": MetadataValue.path(str(out_dir / "README.md")),
+            "row_count": MetadataValue.int(s["rows"]),
+            **{f"{name}_count": MetadataValue.int(n) for name, n in s["counts"].items()},
+            "by_split_and_task": MetadataValue.json(s["by_split_and_task"]),
+            "corpus_version": MetadataValue.text(s["corpus_version"]),
+            "path": MetadataValue.path(s["path"]),
+            "dataset_card_path": MetadataValue.path(s["card"]),
         },
         check_results=_results(outcomes),
     )

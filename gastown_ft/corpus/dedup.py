@@ -11,11 +11,20 @@ left once the cheap hash passes are done:
    The one from the newest source is kept; the others are reported. A prompt with no user or tool
    message (only a system prompt, or nothing) is never a conflict: many examples of one role start
    from the same system prompt and legitimately answer differently.
-3. Near-duplicates: word shingles of the conversation text, MinHash (datasketch, affine32 scheme,
-   fixed seed) and a MinHashLSH index give candidate pairs; a candidate is a near-duplicate when the
-   exact Jaccard similarity of the two shingle sets is at least `threshold`. System messages are left
-   out of the shingled text by default (`shingle_system=False`): a long shared role prompt would
-   otherwise make every example of a role look alike.
+3. Near-duplicates: 5-word shingles of the conversation text (hashed to 32 bits), MinHash
+   signatures (datasketch's affine32 scheme, fixed seed, so runs agree) and a datasketch MinHashLSH
+   index give candidate pairs; a candidate is a near-duplicate when the exact Jaccard similarity of
+   the two shingle sets is at least `threshold`. The LSH banding is chosen for recall (`lsh_params`:
+   a pair at the threshold is a candidate with probability >= 95%), since candidates are checked
+   anyway; a candidate whose MinHash estimate is more than 3 standard deviations under the threshold
+   is not checked. System messages are left out of the shingled text by default
+   (`shingle_system=False`): a long shared role prompt would otherwise make every example of a role
+   look alike.
+
+   Cost: linear in the text for sketching; the checks grow with the number of similar pairs. In a
+   dense shell of examples that are all alike but under the threshold, a kept example checks at
+   most MAX_VERIFY candidates (the most similar by estimate); `DedupResult.stats["capped_queries"]`
+   counts the kept examples where that cap cut in (and a duplicate might have been missed).
 
 Which example survives is decided by one total order, the same in every pass: newest `source_time`
 first, then smallest `example_id`, then smallest normalized-messages hash, then smallest hash of the
@@ -62,12 +71,11 @@ _FMIX2 = _U64(0xC4CEB9FE1A85EC53)
 @dataclass
 class DedupResult:
     kept: list[dict]
-    removed: list[tuple[str, RemovalReason, str]] = field(
-        default_factory=list
-    )  # (example_id, reason, kept_id)
+    # (example_id, reason, kept_id)
+    removed: list[tuple[str, RemovalReason, str]] = field(default_factory=list)
     conflicts: list[dict] = field(default_factory=list)  # {prompt_hash, kept_id, dropped_ids}
-    # near-duplicate pass: sketched, LSH candidates, exactly checked, and capped queries (a kept example
-    # with more than MAX_VERIFY candidates: only the most similar were checked)
+    # near-duplicate pass: examples sketched, LSH candidates, pairs checked exactly, and capped queries
+    # (kept examples with more than MAX_VERIFY plausible candidates: only the most similar were checked)
     stats: dict[str, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
@@ -314,7 +322,7 @@ class _Sketcher:
         self._b = np.asarray(b, dtype=np.uint32)
         self.num_perm = num_perm
 
-    def _permuted_min(self, hashes: np.ndarray) -> np.ndarray:
+    def _permuted(self, hashes: np.ndarray) -> np.ndarray:
         s1, m1, s2, m2, s3 = _FMIX32
         h = hashes.astype(np.uint32, copy=True)
         h ^= h >> s1
@@ -332,7 +340,7 @@ class _Sketcher:
             if len(arrays[i]) >= BATCH_SHINGLES:  # a large document alone, in slices
                 sig = np.full(self.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
                 for start in range(0, len(arrays[i]), BATCH_SHINGLES):
-                    part = self._permuted_min(arrays[i][start : start + BATCH_SHINGLES])
+                    part = self._permuted(arrays[i][start : start + BATCH_SHINGLES])
                     np.minimum(sig, part.min(axis=0), out=sig)
                 out[i] = sig
                 i += 1
@@ -343,7 +351,7 @@ class _Sketcher:
                 j += 1
             lengths = np.fromiter((len(arrays[k]) for k in range(i, j)), dtype=np.int64, count=j - i)
             offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-            out[i:j] = np.minimum.reduceat(self._permuted_min(np.concatenate(arrays[i:j])), offsets, axis=0)
+            out[i:j] = np.minimum.reduceat(self._permuted(np.concatenate(arrays[i:j])), offsets, axis=0)
             i = j
         return out
 
@@ -505,7 +513,7 @@ def _near_dedup(
 
     sketcher = _Sketcher(num_perm)
     lsh = MinHashLSH(
-        threshold=threshold, num_perm=num_perm, params=lsh_params(threshold, num_perm)
+        threshold=threshold, num_perm=num_perm, params=lsh_params(threshold, num_perm), hashfunc=_lsh_key
     )
     signatures = np.empty((len(ranked), num_perm), dtype=np.uint32)
     empty = np.zeros(len(ranked), dtype=bool)  # no text to shingle: never a near-duplicate

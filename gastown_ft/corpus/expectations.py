@@ -110,36 +110,80 @@ def _validate(name: str, frame, expectations: list[tuple[str, str, Any]]) -> lis
     return list(outcomes.values())
 
 
-def validate_documents(rows: list[dict[str, Any]], columns: list[str]) -> list[CheckOutcome]:
-    """scrubbed_documents: schema, and no secret pattern left in the text."""
-    import great_expectations as gx
+def _residue_frame(rows: list[dict[str, Any]]):
     import pandas as pd
 
-    frame = (
-        pd.DataFrame({c: [r.get(c) for r in rows] for c in columns})
-        if rows
-        else pd.DataFrame({c: [] for c in columns})
+    return pd.DataFrame(
+        {"scan": [f"{r.get('text') or ''}\n{r.get('title') or ''}\n{r.get('meta') or ''}" for r in rows]}
     )
-    frame["scan"] = [f"{r.get('text') or ''}\n{r.get('title') or ''}\n{r.get('meta') or ''}" for r in rows]
-    E = gx.expectations
-    return _validate(
-        "documents",
-        frame,
-        [
-            (
-                "schema",
-                "every column present; ids unique and never null",
-                E.ExpectTableColumnsToMatchSet(column_set=[*columns, "scan"], exact_match=True),
-            ),
-            ("schema", "", E.ExpectColumnValuesToNotBeNull(column="doc_id")),
-            ("schema", "", E.ExpectColumnValuesToBeUnique(column="doc_id")),
-            (
-                "no_secret_residue",
-                "no token, key or email shape left in text, title or meta",
-                E.ExpectColumnValuesToNotMatchRegexList(column="scan", regex_list=list(RESIDUE_PATTERNS)),
-            ),
-        ],
-    )
+
+
+class DocumentChecks:
+    """scrubbed_documents, checked batch by batch (memory stays at one batch): schema and no secret
+    pattern left in text, title or meta."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = list(columns)
+        self.ids: list[str | None] = []
+        self.missing_columns: set[str] = set()
+        self.residue: list[CheckOutcome] = []
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        import great_expectations as gx
+
+        if not rows:
+            return
+        self.ids += [r.get("doc_id") for r in rows]
+        self.missing_columns |= {c for c in self.columns for r in rows[:1] if c not in r}
+        E = gx.expectations
+        self.residue += _validate(
+            "documents",
+            _residue_frame(rows),
+            [
+                (
+                    "no_secret_residue",
+                    "no token, key or email shape left in text, title or meta",
+                    E.ExpectColumnValuesToNotMatchRegexList(column="scan", regex_list=list(RESIDUE_PATTERNS)),
+                ),
+            ],
+        )
+
+    def outcomes(self) -> list[CheckOutcome]:
+        import great_expectations as gx
+        import pandas as pd
+
+        E = gx.expectations
+        frame = pd.DataFrame(
+            {"doc_id": self.ids, "missing_columns": len(self.ids) * [len(self.missing_columns)]}
+        )
+        out = _validate(
+            "document_ids",
+            frame,
+            [
+                (
+                    "schema",
+                    "every column present; ids unique and never null",
+                    E.ExpectColumnValuesToBeInSet(column="missing_columns", value_set=[0]),
+                ),
+                ("schema", "", E.ExpectColumnValuesToNotBeNull(column="doc_id")),
+                ("schema", "", E.ExpectColumnValuesToBeUnique(column="doc_id")),
+            ],
+        )
+        residue = CheckOutcome(
+            "no_secret_residue", True, "no token, key or email shape left in text, title or meta"
+        )
+        for o in self.residue:
+            residue.passed = residue.passed and o.passed
+            for failed in o.details.get("failed", []):
+                residue.details.setdefault("failed", []).append(failed)
+        return [*out, residue]
+
+
+def validate_documents(rows: list[dict[str, Any]], columns: list[str]) -> list[CheckOutcome]:
+    """scrubbed_documents in one go (see DocumentChecks for the batch-wise form)."""
+    checks = DocumentChecks(columns)
+    checks.add(rows)
+    return checks.outcomes()
 
 
 def _flatten(example: dict[str, Any]) -> str:
