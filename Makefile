@@ -27,12 +27,12 @@ demo: venv
 	$(VENV)/bin/gastown-ft demo --workdir $(WORKDIR)
 
 lint: venv
-	$(VENV)/bin/ruff check gastown_ft gastown_ft_tests
-	$(VENV)/bin/ruff format --check gastown_ft gastown_ft_tests
+	$(VENV)/bin/ruff check gastown_ft gastown_ft_tests bench tools
+	$(VENV)/bin/ruff format --check gastown_ft gastown_ft_tests bench tools
 
 format: venv
-	$(VENV)/bin/ruff format gastown_ft gastown_ft_tests
-	$(VENV)/bin/ruff check --fix gastown_ft gastown_ft_tests
+	$(VENV)/bin/ruff format gastown_ft gastown_ft_tests bench tools
+	$(VENV)/bin/ruff check --fix gastown_ft gastown_ft_tests bench tools
 
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -95,7 +95,7 @@ def split_point(group_id: str, *, seed: str = DEFAULT_SEED) -> float:
 def assign_split(
     group_id: str, *, seed: str = DEFAULT_SEED, ratios: Sequence[float] = DEFAULT_RATIOS
 ) -> Split:
-    """ "train", "validation" or "test" for a group: stable, and independent of every other group."""
+    """The split of a group, "train", "validation" or "test": stable, independent of every other group."""
     if not isinstance(group_id, str) or not group_id:
         raise ValueError(f"group_id must be a non-empty string, got {group_id!r}")
     train, validation, _test = _check_ratios(ratios)
@@ -431,6 +431,8 @@ def write_splits(
         raise ValueError(f"unknown split names {sorted(unknown)}; expected {list(SPLITS)}")
     ratios = _check_ratios(ratios)
     out_dir = Path(out_dir)
+    if out_dir.is_symlink():  # replace the directory the link points to, keep the link
+        out_dir = out_dir.resolve()
     features = _features()
     schema = features.arrow_schema  # ROW_SCHEMA plus the "huggingface" metadata datasets reads back
 
@@ -531,21 +533,34 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def _replace_dir(staged: Path, out_dir: Path) -> None:
     """Put `staged` at `out_dir`. Entries of an existing `out_dir` other than data/ and README.md are
-    moved over first, so they survive; the old data/ and README.md are deleted."""
-    if not out_dir.exists() and not out_dir.is_symlink():
+    moved over first, so they survive; the old data/ and README.md are deleted. On failure `out_dir`
+    is left as it was."""
+    if not out_dir.exists():
         os.rename(staged, out_dir)
         _fsync(out_dir.parent)
         return
     if not out_dir.is_dir():
         raise ValueError(f"{out_dir} exists and is not a directory")
-    for entry in sorted(out_dir.iterdir()):
-        if entry.name not in _OWNED:
-            os.rename(entry, staged / entry.name)
-    if _exchange(staged, out_dir):
-        old = staged  # after the exchange, the staged path holds the old directory
-    else:
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}")
-        os.rename(out_dir, old)
-        os.rename(staged, out_dir)
+    moved: list[str] = []
+    try:
+        for entry in sorted(out_dir.iterdir()):
+            if entry.name not in _OWNED:
+                os.rename(entry, staged / entry.name)
+                moved.append(entry.name)
+        if _exchange(staged, out_dir):
+            old = staged  # after the exchange, the staged path holds the old directory
+        else:
+            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}")
+            os.rename(out_dir, old)
+            try:
+                os.rename(staged, out_dir)
+            except OSError:
+                os.rename(old, out_dir)
+                raise
+    except BaseException:
+        for name in moved:  # put the foreign entries back where they were
+            if (staged / name).exists() and not (out_dir / name).exists():
+                os.rename(staged / name, out_dir / name)
+        raise
     _fsync(out_dir.parent)
     shutil.rmtree(old, ignore_errors=True)

@@ -104,7 +104,8 @@ def scrub_stage(
     report = RedactionReport()
     quarantined: list = []
     checks = DocumentChecks(list(DOCUMENT_SCHEMA.names))
-    stats: dict[str, Any] = {"rows": 0, "bytes": 0, "bytes_in": 0}
+    # bytes_in: the document texts; bytes_scanned: everything scrubbed (text, title, path and meta JSON).
+    stats: dict[str, Any] = {"rows": 0, "bytes": 0, "bytes_in": 0, "bytes_scanned": 0}
 
     def batches() -> Iterator[pa.Table]:
         for source in SOURCES:
@@ -113,6 +114,9 @@ def scrub_stage(
             for batch in pq.ParquetFile(store.path("raw", source)).iter_batches(batch_size=BATCH_ROWS):
                 rows = batch.to_pylist()
                 stats["bytes_in"] += sum(r["bytes"] for r in rows)
+                stats["bytes_scanned"] += sum(
+                    len(r[f] or "") for r in rows for f in ("text", "title", "path", "meta")
+                )
                 clean = list(scrub_rows(rows, scrubber, report, quarantined))
                 checks.add(clean)
                 stats["rows"] += len(clean)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gastown_ft.corpus.dedup import (
+    MAX_VERIFY,
     DedupResult,
     _identity,
     _jaccard,
@@ -213,6 +214,41 @@ def test_lsh_parameters_favour_recall():
     assert b * r <= 128
     assert 1 - (1 - 0.9**r) ** b >= 0.95  # a pair at the threshold is a candidate
     assert 1 - (1 - 0.6**r) ** b < 0.05  # a pair far under it rarely is
+
+
+def test_a_cluster_keeps_one():
+    base = words(7, 300).split(" ")
+    rows = []
+    for i in range(50):
+        variant = list(base)
+        variant[5 + i * 5] = "refinery"
+        rows.append(example("Summarize the patrol", " ".join(variant), source_time=i, group_id=f"s{i}"))
+        rows[-1]["messages"][1]["content"] += f" number {i}"  # distinct prompts: no conflicts
+    result = dedup_examples(rows)
+    assert ids(result.kept) == [rows[49]["example_id"]]
+    assert {reason for _e, reason, _k in result.removed} == {"near_duplicate"}
+    assert {kept for _e, _r, kept in result.removed} == {rows[49]["example_id"]}
+
+
+def test_dense_shell_under_the_threshold_is_bounded():
+    # 1500 variants of one text, pairwise alike (J ~ 0.8) but under 0.9: all kept, checks capped
+    rng = random.Random(8)
+    base = words(8, 300).split(" ")
+    rows = []
+    for i in range(1500):
+        variant = list(base)
+        for _ in range(4):
+            variant[rng.randrange(300)] = rng.choice(VOCAB)
+        rows.append(example(f"patrol {i}", " ".join(variant), source_time=i))
+    started = time.perf_counter()
+    result = dedup_examples(rows)
+    assert time.perf_counter() - started < 20
+    assert result.stats["sketched"] == 1500
+    assert result.stats["verified"] <= MAX_VERIFY * len(result.kept)
+    for eid, _reason, kept in result.removed:  # whatever was dropped really was a near-duplicate
+        a = next(r for r in rows if r["example_id"] == eid)
+        b = next(r for r in rows if r["example_id"] == kept)
+        assert _jaccard(shingle_hashes(conversation_text(a)), shingle_hashes(conversation_text(b))) >= 0.9
 
 
 # --- conflicts -------------------------------------------------------------------------------------

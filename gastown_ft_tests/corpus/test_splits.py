@@ -336,3 +336,38 @@ def test_schema_is_enforced(tmp_path):
         write_splits({"dev": []}, tmp_path / "x", dataset_name="d", description="x")
     assert not (tmp_path / "x").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_leaves_the_old_dataset(tmp_path, monkeypatch):
+    import gastown_ft.corpus.splits as splits_module
+
+    out = tmp_path / "d"
+    write_splits(split_examples(corpus(20)), out, dataset_name="d", description="first")
+    (out / "NOTES.md").write_text("kept")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real = splits_module._write_parquet
+    calls = []
+
+    def failing(table, path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real(table, path)
+
+    monkeypatch.setattr(splits_module, "_write_parquet", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_splits(split_examples(corpus(30)), out, dataset_name="d", description="second")
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_a_symlinked_out_dir_is_written_through(tmp_path):
+    target = tmp_path / "v1"
+    link = tmp_path / "current"
+    write_splits(split_examples(corpus(5)), target, dataset_name="d", description="x")
+    link.symlink_to(target)
+    summary = write_splits(split_examples(corpus(8)), link, dataset_name="d", description="x")
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert summary["total"] == 24 and (target / "README.md").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "v1"]
