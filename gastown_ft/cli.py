@@ -25,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Turn a Gas Town town into a clean instruction-tuning corpus and a tuned agent model.",
 )
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False, "config": None}
 

@@ -78,3 +78,26 @@ def test_demo_end_to_end(tmp_path):
     state = json.loads(status.stdout)
     assert state["raw_beads"]["metadata"]["skipped"]["tombstone"] >= 3
     assert state["quarantine"]["metadata"]["by_reason"]["needs_cycle"] == 1
+
+
+def test_scrub_command_keeps_other_fields_and_reports(tmp_path):
+    src = tmp_path / "in.jsonl"
+    token = "ghp_" + "Zq8" * 12
+    src.write_text(
+        json.dumps({"id": 1, "text": f"ping alice@example.com, token {token}", "bead": "gt-0anl"})
+        + "\n"
+        + "[1, 2]\n"
+        + json.dumps({"id": 2, "text": "bd close gt-0anl --reason done"})
+        + "\n"
+    )
+    out = gft("scrub", str(src), str(tmp_path / "out.jsonl"), "--report")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rows[0] == {"id": 1, "text": "ping <EMAIL>, token <SECRET:github_token>", "bead": "gt-0anl"}
+    assert rows[1]["text"] == "bd close gt-0anl --reason done"
+    assert "github_token" in out.stdout and "email" in out.stdout and "dropped 1" in out.stdout
+
+
+def test_scrub_command_missing_input_is_a_clear_error(tmp_path):
+    out = gft("scrub", str(tmp_path / "nope.jsonl"), str(tmp_path / "o.jsonl"))
+    assert out.returncode == 2 and "no such file" in out.stderr and "Traceback" not in out.stderr

@@ -6,10 +6,12 @@ Plain Python; the `instruction_pairs` asset is a thin wrapper around `build_inst
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from gastown_ft.config import CorpusConfig
@@ -36,15 +38,24 @@ class PairsReport:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
 
 
+# Answers repeat across examples (the same step text, the same authored formula): parse each once.
+@lru_cache(maxsize=16384)
+def _commands_in(text: str) -> tuple[str, ...]:
+    return tuple(extract_commands(text)) if ("gt" in text or "bd" in text) else ()
+
+
+@lru_cache(maxsize=65536)
+def _command_ok(command: str) -> bool:
+    return validate_command(command).ok
+
+
 def answer_commands(example: dict[str, Any]) -> list[str]:
     """The gt/bd commands the assistant turns write: tool calls and text alike."""
-    import json
-
     found: list[str] = []
     for m in example["messages"]:
         if m["role"] != "assistant":
             continue
-        found += extract_commands(m.get("content") or "")
+        found += _commands_in(m.get("content") or "")
         for c in m.get("tool_calls") or []:
             try:
                 args = json.loads(c["function"]["arguments"])
@@ -52,12 +63,12 @@ def answer_commands(example: dict[str, Any]) -> list[str]:
                 continue
             cmd = args.get("command") if isinstance(args, dict) else None
             if isinstance(cmd, str):
-                found += extract_commands(f"```bash\n{cmd}\n```")
+                found += _commands_in(f"```bash\n{cmd}\n```")
     return found
 
 
 def invalid_answer_commands(example: dict[str, Any]) -> list[str]:
-    return [c for c in answer_commands(example) if not validate_command(c).ok]
+    return [c for c in answer_commands(example) if not _command_ok(c)]
 
 
 def build_instruction_pairs(
