@@ -36,9 +36,11 @@ RESIDUE_PATTERNS: tuple[str, ...] = (
     r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_\-]{20,}",
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
     r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
-    # An email address of a person: `git@host:owner/repo` is an SSH remote and noreply@ a robot (the
-    # scrubber keeps both, by the same rule).
-    r"(?<![A-Za-z0-9._%+\-])(?!(?:git|noreply|no-reply)@)[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b",
+    # An email address of a person: `git@host:owner/repo` is an SSH remote and noreply@ a robot, and
+    # `logo@2x.png` is a file (the scrubber keeps all three, by the same rules).
+    r"(?<![A-Za-z0-9._%+\-])(?!(?:git|noreply|no-reply)@)[A-Za-z0-9._%+\-]+@[A-Za-z][A-Za-z0-9\-]*"
+    r"(?:\.[A-Za-z0-9\-]+)*\.(?!(?:png|jpe?g|gif|svg|txt|md|json|toml|ya?ml|py|go|js|ts|rs|sh|lock|log)\b)"
+    r"[A-Za-z]{2,}\b",
 )
 
 # Roles as one letter each (s, u, a, t): an optional system prompt, a user turn first, tool results

@@ -27,8 +27,8 @@ Sources of the patterns:
 - scrubadub 2.0.1 (MIT): its PhoneDetector is `phonenumbers.PhoneNumberMatcher` at leniency VALID;
   phone candidates are confirmed with exactly that (called through `phonenumbers`, scrubadub's own
   dependency, because importing scrubadub pulls nltk, scikit-learn and scipy: 1.8 s). The
-  username/password pair pattern is scrubadub's CredentialDetector regex. Its email regex is not
-  used: it also matches `look at file.txt` ("x at y.z") and keeps the domain ({{EMAIL}}@example.com).
+  username/password pair pattern is scrubadub's CredentialDetector regex, kept to one line. Its
+  email regex is not used: it also matches `look at file.txt` ("x at y.z").
 - Our own: Hugging Face, Anthropic, Google, GitLab and newer GitHub token shapes, home-path and
   Claude Code project-dir usernames, public IPv4 (via `ipaddress.is_global`), the placeholders.
 """
@@ -129,6 +129,17 @@ def _word_before(text: str, i: int) -> bool:
     return not (c in "ntr" and i >= 2 and text[i - 2] == "\\")
 
 
+def _drop_escape(text: str, end: int, s: str) -> str:
+    """`s` (which ends at `end`) without the letters of a JSON escape it starts with (\\n, \\u003c)."""
+    start = end - len(s)
+    if start > 0 and text[start - 1] == "\\":
+        if s[:1] in ("n", "r", "t"):
+            return s[1:]
+        if _U_ESCAPE.match(s):
+            return s[5:]
+    return s
+
+
 def _shannon(s: str) -> float:
     n = len(s)
     return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
@@ -142,8 +153,9 @@ def _random_enough(v: str) -> bool:
         return False
     if v[0] in "/~." or "://" in v or any(c.isspace() for c in v):
         return False
-    classes = any(c.islower() for c in v) + any(c.isupper() for c in v) + any(c.isdigit() for c in v)
-    if classes < 2:
+    # A digit is required: type and class names (SecretsCollection, TextGenerationStreamOutputToken)
+    # have none, random keys of 16+ characters almost always do.
+    if not any(c.isdigit() for c in v) or not any(c.isalpha() for c in v):
         return False
     return _shannon(v) >= min(3.5, 0.8 * math.log2(n))
 
@@ -278,54 +290,69 @@ _TOKEN_RULES = tuple((gate, tuple((r, *r.compile()) for r in rs)) for gate, rs i
 # detect-secrets private_key.py headers; we take the whole block through its END line.
 _PK_BEGIN = re.compile(r"-{4,5} ?BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY( BLOCK)? ?-{4,5}")
 _PK_END = re.compile(r"-{4,5} ?END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)? ?-{4,5}")
-# Key material: base64 runs of 16+ characters (or "Proc-Type: ..." header lines) split by newlines,
-# real or JSON-escaped. Prose after a bare header has no such runs.
-_PK_BODY = re.compile(r"(?:(?:[ \t\r\n]|\\[nrt])*(?:[A-Za-z0-9+/=]{16,}|[A-Z][A-Za-z\-]+: [^\n\\]*))+")
+# Key material: base64 runs of 16+ characters, "Proc-Type: ..." header lines and short final lines,
+# split by newlines, real or JSON-escaped. Prose after a bare header has no 16+ runs.
+_PK_BODY = re.compile(
+    r"(?:(?:[ \t\r\n]|\\[nrt])*"
+    r"(?:[A-Za-z0-9+/=]{16,}|[A-Z][A-Za-z\-]+: [^\n\\]*|[A-Za-z0-9+/]{1,15}={0,2}(?=[ \t]*(?:\r?\n|\\[nr]|$))))+"
+)
 _PUTTY = re.compile(r"PuTTY-User-Key-File-\d:")
 _PUTTY_END = re.compile(r"Private-MAC: *[0-9a-fA-F]+")
+_EOL = re.compile(r"\n|\\n")
+_B64_RUN = re.compile(r"[A-Za-z0-9+/=]{16,}")
 
 # detect-secrets jwt.py (eyJ...); formally validated (header must decode to JSON with alg/typ).
 _JWT = re.compile(r"eyJ(?<!(?<!\\)[A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*")
 
 # detect-secrets basic_auth.py: ://user:PASS@ (user may be empty).
 _URL_PW = re.compile(
-    r"://(?P<user>[^\s:/@?#'\"<>`]{0,128}):(?P<pw>[^\s:/@?#'\"<>`]{1,256})@(?=[A-Za-z0-9\[])"
+    r"://(?P<user>[^\s:/@?#'\"<>`\\]{0,128}):(?P<pw>[^\s:/@'\"<>`\\]{1,256})@(?=[A-Za-z0-9\[])"
 )
 
 _BEARER = re.compile(r"(?i)(?:bearer|authorization:[ \t]*token)[ \t]+(?P<v>[A-Za-z0-9\-._~+/]{16,}=*)")
 _BASIC = re.compile(r"(?i)\bauthorization:[ \t]*basic[ \t]+(?P<v>[A-Za-z0-9+/]{8,}={0,2})")
 
-# scrubadub 2.0.1 CredentialDetector.regex (MIT), verbatim: a username and password pair.
+# scrubadub 2.0.1 CredentialDetector.regex (MIT), a username and password pair, adapted: its
+# `\s` became `[ \t]` (one line: the original pairs "username and\n password with a colon" in
+# prose), the separator after each word is required, and the `u:`/`p:` forms are dropped.
 _SCRUBADUB_CREDENTIAL = re.compile(
     r"""
-        (username|login|u:)\s*:?\s*    # username might have : and whitespace
-        (?P<username>[\w\-\.@+]*)      # capture the username for replacement
-        \s+                            # some whitespace between
-        (password|pw|p:)\s*:?\s*       # password might have : and whitespace
-        (?P<password>.*)               # password can be anything until EOL
+        (username|login)[ \t]*[:=][ \t]*     # username might have : and whitespace
+        (?P<username>[\w\-\.@+]+)          # capture the username for replacement
+        [ \t,;]+                            # some whitespace between
+        (password|pw)[ \t]*[:=][ \t]*       # password might have : and whitespace
+        (?P<password>.*)                   # password can be anything until EOL
     """,
     re.MULTILINE | re.VERBOSE | re.IGNORECASE,
 )
+
+_CRED_WORD = re.compile(r"[^\s\"'\\,;()\[\]{}]+")
 
 # Emails: found from "@" (a literal prefix), the local part read backwards.
 _EMAIL_DOMAIN = re.compile(
     r"@(?P<d>[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*"
     r"\.[A-Za-z]{2,24})(?![A-Za-z0-9\-]|\.[A-Za-z0-9])"
 )
+_U_ESCAPE = re.compile(r"u[0-9a-fA-F]{4}")  # the rest of a JSON \u003c escape
 # user@host:~/path or user@host:/path (a shell prompt or scp target without a dotted host).
 _PROMPT_HOST = re.compile(r"@[A-Za-z0-9][A-Za-z0-9\-]{0,62}:(?=[~/])")
 
 _HOME = re.compile(r"/home/(?P<u>[A-Za-z0-9._\-]{1,64})(?![A-Za-z0-9._\-])")
 _USERS = re.compile(r"/Users/(?P<u>[A-Za-z0-9._\-]{1,64})(?![A-Za-z0-9._\-])")
-_WIN_USERS = re.compile(r"[A-Za-z]:(?:\\\\|\\)Users(?:\\\\|\\)(?P<u>[A-Za-z0-9._\- ]{1,64}?)(?=\\|[\"'\s]|$)")
+_WIN_USERS = re.compile(r"[A-Za-z]:\\{1,8}Users\\{1,8}(?P<u>[A-Za-z0-9._\- ]{1,64}?)(?=\\|[\"'\s]|$)")
 _ENC_HOME = re.compile(r"-(?:home|Users)-(?P<u>[A-Za-z0-9_]{1,64})(?=-|/|$|[\"'\s])")
 _USER_ENV = re.compile(
-    r"\b(?:USER|LOGNAME|USERNAME)(?:=|\"?:[ \t]*\")(?P<u>[A-Za-z0-9._\-]{1,64})(?![A-Za-z0-9._\-])"
+    r"(?:(?<![A-Za-z0-9_])|(?<=\\[ntr]))(?:USER|LOGNAME|USERNAME)(?:=|\\{0,7}\"?:[ \t]*\\{0,7}\")"
+    r"(?P<u>[A-Za-z0-9._\-]{1,64})(?![A-Za-z0-9._\-])"
 )
 
 # Numbers. IPv4 from its first dot; phones from the separator before the last four digits.
 _IP_TAIL = re.compile(r"\.(?<=\d\.)\d{1,3}\.\d{1,3}\.\d{1,3}(?!\d|\.\d|[A-Za-z_])")
-_IP_VERSION_CTX = re.compile(r"(?:version|ver|release|build|rev|v)[ \t]*[:=]?[ \t]*$|[=@~<>^]=?[ \t]*$", re.I)
+_IP_VERSION_CTX = re.compile(
+    r"(?:version|ver|release|build|rev|v|section|sec|chapter|step|rule|item|clause|§)[ \t]*[:=]?[ \t]*\\{0,7}[\"']?$"
+    r"|[=~<>^]=?[ \t]*\\{0,7}[\"']?$",  # pins (==, >=, ~=); not "@": user@34.1.2.3 is a host
+    re.I,
+)
 _PHONE_SEP = (
     re.compile(r"-(?<=\d\d\d-)\d{4}(?![\d])"),
     re.compile(r"\.(?<=\d\d\d\.)\d{4}(?![\d])"),
@@ -336,25 +363,33 @@ _PHONE_US_FULL = re.compile(r"(?:\+?1[ .\-]?)?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-]?)\
 
 # Assignments after a key-like name: `name = v`, `name: v`, `"name": "v"`, `name := v`, flags.
 _VALUE = r"""
-    (?: \\"(?P<v1>[^"\\\n]{1,500}?)\\"
+    (?: (?P<bs>\\{1,7})"(?P<v1>[^"\\\n]{1,500}?)(?P=bs)"     # escaped once or more: \"v\", \\\"v\\\"
       | "(?P<v2>(?:[^"\\\n]|\\.){1,500}?)"
-      | '(?P<v3>[^'\n]{1,500}?)'
-      | `(?P<v4>[^`\n]{1,500}?)`
+      | '(?P<v3>[^'"\\\n]{1,500}?)'
+      | `(?P<v4>[^`"\\\n]{1,500}?)`
       | (?P<v5>[^\s"'`,;()\[\]{}<>\\|&]{1,500})
     )"""
 _ASSIGN = re.compile(
-    r"""(?P<close>\\?["'`])?\]?[ \t]*
+    r"""(?P<close>\\{0,7}["'`])?\]?[ \t]*
     (?::[ \t]*[A-Za-z_][\w.|\[\], ]{0,40}?[ \t]*(?==[^=]))?   # a type annotation: `password: str = "x"`
     (?P<op>:=|=>|=(?!=)|:(?!:))[ \t]*"""
     + _VALUE,
     re.VERBOSE,
 )
 _FLAG_SPACE = re.compile(r"[ \t]+" + _VALUE, re.VERBOSE)
-_COLON_TAIL = re.compile(r"[ \t]*(?:$|\#|,|\}|\]|\\n|\\r|[\"'`\r\n])")
+_COLON_TAIL = re.compile(r"[ \t]*(?:$|\#|,|\}|\]|\\{1,7}[nr\"]|[\"'`\r\n])")
 _NAME_COMPS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _ATTR_REF = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:\(\))?")
 _METAVAR = re.compile(r"[A-Z][A-Z0-9_\-]*")
 _AWS_SECRET_VALUE = re.compile(r"[A-Za-z0-9/+]{40}")
+_IDENTIFIER = re.compile(r"[A-Za-z_]+")
+_CAMEL = re.compile(r"[a-z][A-Z]")
+_SNAKE = re.compile(r"[a-z]+(?:_[a-z]+)+")
+
+
+def _secretish_word(low: str) -> bool:
+    return "pass" in low or "secret" in low or "token" in low or "key" in low or "pwd" in low
+
 
 _KW_TRIGGERS = ("pass", "pwd", "secret", "token", "key", "auth", "cred")
 _PASSWORD_COMPS = frozenset(
@@ -389,7 +424,9 @@ _PLACEHOLDER_VALUES = frozenset(
         "none", "null", "nil", "true", "false", "undefined", "redacted", "string", "str", "int", "bool",
         "value", "required", "optional", "secret", "password", "token", "x-oauth-basic",
         "example", "placeholder", "env", "os.environ", "process.env", "n/a", "na", "todo", "tbd", "yes",
-        "no", "on", "off", "empty", "default", "hidden", "masked",
+        "no", "on", "off", "empty", "default", "hidden", "masked", "pass", "passwd", "pwd", "pw", "user",
+        "username", "bytes", "float", "dict", "list", "any", "object", "number", "integer", "boolean",
+        "text", "secretstr",
     }
 )  # fmt: skip
 _GENERIC_USERS = frozenset(
@@ -403,6 +440,22 @@ _GENERIC_USERS = frozenset(
     }
 )  # fmt: skip
 _NON_PERSONAL_EMAIL_LOCAL = frozenset({"git", "noreply", "no-reply"})
+# Parts of a login that mark a service account (dolt_mirror, ci-deploy, svc.ledger), not a person.
+_SERVICE_WORDS = frozenset(
+    {
+        "mirror", "bot", "svc", "service", "ci", "cd", "deploy", "deployer", "backup", "app", "readonly",
+        "ro", "rw", "replica", "replication", "admin", "root", "sync", "worker", "agent", "daemon", "etl",
+        "ingest", "api", "web", "db", "dolt", "postgres", "mysql", "redis", "gt", "git", "system", "sa",
+        "robot", "automation", "build", "runner", "test", "staging", "prod", "dev", "monitor", "metrics",
+    }
+)  # fmt: skip
+_FILE_EXTENSIONS = frozenset(
+    {
+        "txt", "png", "jpg", "jpeg", "gif", "svg", "webp", "json", "jsonl", "yaml", "yml", "toml", "lock",
+        "log", "tgz", "gz", "zip", "tar", "md", "py", "js", "ts", "go", "rs", "rb", "sh", "html", "css",
+        "pdf", "csv", "tmpl", "bak", "tmp", "whl", "exe", "so", "dylib",
+    }
+)  # fmt: skip
 
 
 @lru_cache(maxsize=4096)
@@ -432,6 +485,14 @@ def _classify_name(name: str) -> str | None:
     return None
 
 
+def _personal_login(user: str, generic: frozenset[str]) -> bool:
+    """Whether a login (in a URL or a username/password pair) names a person rather than a service."""
+    low = user.lower()
+    if low in generic or _is_placeholder_value(user):
+        return False
+    return not any(part in _SERVICE_WORDS for part in re.split(r"[_\-.+]", low))
+
+
 def _is_placeholder_value(v: str) -> bool:
     s = v.strip()
     if not s:
@@ -456,7 +517,12 @@ class Scrubber:
     """Scrub secrets and personal data from text. Build once; `scrub` is stateless across calls.
 
     emails, phones, ips, users: turn the personal-data detectors on or off.
-    allow_emails: addresses (lowercase) that are left as they are.
+    allow_emails: addresses left as they are (bot identities such as noreply@anthropic.com).
+    allow_email_domains: domains whose addresses are left as they are, e.g. ("gastown.local",) to keep
+        Gas Town's agent identities (jack@crew.gastown.local), which are conventions, not people.
+        Off by default: the corpus residue check treats every such address as residue.
+    generic_users: account names that are not personal (root, postgres, runner, ...).
+    phone_region: the region for numbers written without a country code.
     """
 
     def __init__(
@@ -467,6 +533,7 @@ class Scrubber:
         ips: bool = True,
         users: bool = True,
         allow_emails: Iterable[str] = ("noreply@anthropic.com", "noreply@github.com"),
+        allow_email_domains: Iterable[str] = (),
         generic_users: Iterable[str] = _GENERIC_USERS,
         phone_region: str = "US",
     ) -> None:
@@ -475,6 +542,10 @@ class Scrubber:
         self.ips = ips
         self.users = users
         self.allow_emails = frozenset(e.lower() for e in allow_emails)
+        # "x.gastown.local" and "gastown.local" itself, but not "evilgastown.local".
+        self.allow_email_domains = tuple(
+            d for dom in allow_email_domains for d in ("@" + dom.lower(), "." + dom.lower())
+        )
         self.generic_users = frozenset(generic_users)
         self.phone_region = phone_region
 
@@ -497,7 +568,7 @@ class Scrubber:
         lower = _ascii_lower(text)
         self._assignments(text, lower, add)
         if "bearer" in lower or "authorization" in lower:
-            self._auth_headers(text, add)
+            self._auth_headers(text, lower, add)
         if ("username" in lower or "login" in lower) and ("password" in lower or "pw" in lower):
             self._credential_pairs(text, add)
         if "@" in text and (self.emails or self.users):
@@ -509,9 +580,10 @@ class Scrubber:
         if self.phones:
             self._phone_numbers(text, add)
 
-        if not spans and not unsafe:
-            return ScrubResult(text)
-        out, counts = self._apply(text, spans)
+        if spans:
+            out, counts = self._apply(text, spans)
+        else:
+            out, counts = text, Counter()
         if not unsafe and (gated or "PRIVATE KEY" in text):
             residual = self._residual(out)
             if residual:
@@ -548,7 +620,9 @@ class Scrubber:
                 break
             end = _PK_END.search(text, m.end(), m.end() + 65536)
             nxt = _PK_BEGIN.search(text, m.end(), end.start() if end else len(text))
-            if end is not None and nxt is None:
+            # A block never holds a quote: one that does spans JSON structure (BEGIN and END in
+            # different strings), so only the material right after BEGIN is taken.
+            if end is not None and nxt is None and '"' not in text[m.end() : end.start()]:
                 add((m.start(), end.end(), _P_KEY, "private_key", text[m.start() : end.end()]))
                 pos = end.end()
                 continue
@@ -556,7 +630,7 @@ class Scrubber:
             stop = body.end() if body else m.end()
             if nxt is not None:
                 stop = min(stop, nxt.start())
-            material = sum(len(t) for t in re.findall(r"[A-Za-z0-9+/=]{16,}", text[m.end() : stop]))
+            material = sum(len(t) for t in _B64_RUN.findall(text, m.end(), stop))
             if material >= 40:
                 add((m.start(), stop, _P_KEY, "private_key", text[m.start() : stop]))
                 unsafe.append("private key block without END line")
@@ -568,7 +642,10 @@ class Scrubber:
                 break
             end = _PUTTY_END.search(text, m.end(), m.end() + 65536)
             if end is None:
-                add((m.start(), len(text), _P_KEY, "private_key", text[m.start() :]))
+                eol = _EOL.search(text, m.end())
+                body = _PK_BODY.match(text, eol.start()) if eol else None
+                stop = body.end() if body else (eol.start() if eol else len(text))
+                add((m.start(), stop, _P_KEY, "private_key", text[m.start() : stop]))
                 unsafe.append("PuTTY key without Private-MAC line")
                 break
             add((m.start(), end.end(), _P_KEY, "private_key", text[m.start() : end.end()]))
@@ -592,49 +669,36 @@ class Scrubber:
                 continue
             add((m.start("pw"), m.end("pw"), _P_URLPW, "password", pw))
             user = m.group("user")
-            if (
-                user
-                and self.users
-                and not _is_placeholder_value(user)
-                and user.lower() not in self.generic_users
-            ):
+            if user and self.users and _personal_login(user, self.generic_users):
                 add((m.start("user"), m.end("user"), _P_USER, "user", user))
 
-    def _auth_headers(self, text: str, add) -> None:
+    def _auth_headers(self, text: str, lower: str, add) -> None:
         for m in _BEARER.finditer(text):
             v = m.group("v")
             if _random_enough(v):
                 add((m.start("v"), m.end("v"), _P_BEARER, "bearer_token", v))
-        if "authorization" in text.lower():
+        if "authorization" in lower:
             for m in _BASIC.finditer(text):
                 add((m.start("v"), m.end("v"), _P_BEARER, "password", m.group("v")))
 
     def _credential_pairs(self, text: str, add) -> None:
         for m in _SCRUBADUB_CREDENTIAL.finditer(text):
-            pw = m.group("password").strip()
+            # scrubadub takes the rest of the line; we take the first word (quotes and backslashes
+            # stop it, so JSON text stays JSON).
+            pw_m = _CRED_WORD.match(m.group("password").lstrip())
+            pw = pw_m.group() if pw_m else ""
             user = m.group("username")
-            if (
-                not pw
-                or _is_placeholder_value(pw)
-                or m.group(1).lower() == "u:"
-                or m.group(3).lower() == "p:"
-            ):
+            if not pw or _is_placeholder_value(pw):
                 continue
             if _word_before(text, m.start()):
                 continue
             s = m.start("password") + (len(m.group("password")) - len(m.group("password").lstrip()))
             add((s, s + len(pw), _P_CRED, "password", pw))
-            if (
-                user
-                and self.users
-                and user.lower() not in self.generic_users
-                and not _is_placeholder_value(user)
-            ):
+            if user and self.users and _personal_login(user, self.generic_users):
                 add((m.start("username"), m.end("username"), _P_CRED, "user", user))
 
     def _assignments(self, text: str, lower: str, add) -> None:
         seen: set[int] = set()
-        n = len(text)
         for kw in _KW_TRIGGERS:
             i = lower.find(kw)
             while i != -1:
@@ -647,10 +711,10 @@ class Scrubber:
                 e = i + (len(tail) - len(tail.lstrip(_IDENT_CHARS)))
                 if s not in seen:
                     seen.add(s)
-                    self._assignment(text, s, e, n, add)
+                    self._assignment(text, s, e, add)
                 i = lower.find(kw, e if e > i else i + 1)
 
-    def _assignment(self, text: str, s: int, e: int, n: int, add) -> None:
+    def _assignment(self, text: str, s: int, e: int, add) -> None:
         ident = text[s:e]
         name = ident.lstrip("-")
         flag = len(name) != len(ident)
@@ -678,10 +742,17 @@ class Scrubber:
         if not quoted:
             if colon and not _COLON_TAIL.match(text, m.end()):
                 return
-            if _ATTR_REF.fullmatch(v) or v.lower() == name.lower() or v.lower() in name.lower():
+            if text[m.end() : m.end() + 1] == "(" or _ATTR_REF.fullmatch(v):  # a call or attribute
                 return
-            if flag and (v.startswith("-") or _METAVAR.fullmatch(v)):
-                return
+            low_v, low_name = v.lower().replace("-", "_"), name.lower().replace("-", "_")
+            if low_v in low_name or (_IDENTIFIER.fullmatch(v) and _secretish_word(low_v)):
+                return  # `password=password`, `"--db-password": db_password`
+            if colon and _IDENTIFIER.fullmatch(v) and ("_" in v or _CAMEL.search(v)):
+                return  # a type or a variable: `"password": StringSource`, `token: OutputToken`
+            if _SNAKE.fullmatch(v):
+                return  # a variable: `key_or_pass = opt_api`
+            if flag and (v.startswith("-") or _METAVAR.fullmatch(v) or (v.isalpha() and v.islower())):
+                return  # `--token TOKEN`, `--password requires ...` in prose
         if _is_placeholder_value(v):
             return
         if kind == "password":
@@ -703,13 +774,17 @@ class Scrubber:
 
     def _emails(self, text: str, add) -> None:
         allow = self.allow_emails
+        allow_domains = self.allow_email_domains
         for m in _EMAIL_DOMAIN.finditer(text):
             at = m.start()
             chunk = text[at - 64 if at > 64 else 0 : at]
             local = chunk[len(chunk.rstrip(_EMAIL_LOCAL_CHARS)) :]
             start = at - len(local)
-            if start > 0 and text[start - 1] == "\\" and local[:1] in ("n", "r", "t"):
-                local, start = local[1:], start + 1  # a JSON escape such as \nalice@x.org
+            if start > 0 and text[start - 1] == "\\":  # a JSON escape: \nalice@x.org, \u003calice@x.org
+                if local[:1] in ("n", "r", "t"):
+                    local, start = local[1:], start + 1
+                elif _U_ESCAPE.match(local):
+                    local, start = local[5:], start + 5
             stripped = local.lstrip(".-+")
             start += len(local) - len(stripped)
             local = stripped
@@ -717,23 +792,24 @@ class Scrubber:
                 continue
             if local.lower() in _NON_PERSONAL_EMAIL_LOCAL:
                 continue
-            if (
-                text[start - 3 if start > 3 else 0 : start] == "://"
-            ):  # https://alice@host: a login, not an email
-                if self.users and local.lower() not in self.generic_users:
+            if text[start - 3 if start > 3 else 0 : start] == "://":  # https://alice@host: a login
+                if self.users and _personal_login(local, self.generic_users):
                     add((start, at, _P_USER, "user", local))
                 continue
             if not self.emails:
                 continue
-            addr = f"{local}@{m.group('d')}"
-            if addr.lower() in allow:
+            domain = m.group("d").lower()
+            if domain.rsplit(".", 1)[1] in _FILE_EXTENSIONS or domain.split(".", 1)[0].isdigit():
+                continue  # logo@2x.png, file@1.txt
+            addr = f"{local}@{domain}"
+            if addr.lower() in allow or addr.endswith(allow_domains):
                 continue
             add((start, m.end(), _P_EMAIL, "email", addr.lower()))
         if self.users:
             for m in _PROMPT_HOST.finditer(text):
                 at = m.start()
                 chunk = text[at - 32 if at > 32 else 0 : at]
-                user = chunk[len(chunk.rstrip(_IDENT_CHARS)) :].lstrip(".-")
+                user = _drop_escape(text, at, chunk[len(chunk.rstrip(_IDENT_CHARS)) :]).lstrip(".-")
                 if user and user[0].isalpha() and user.lower() not in self.generic_users:
                     add((at - len(user), at, _P_USER, "user", user))
 
@@ -855,7 +931,8 @@ class Scrubber:
             for key, kind in kinds.items():
                 i = text.find(key)
                 while i != -1:
-                    spans.append((i, i + len(key), _P_ECHO, kind, key))
+                    if i == 0 or text[i - 1] != "\\":  # never split a JSON escape
+                        spans.append((i, i + len(key), _P_ECHO, kind, key))
                     i = text.find(key, i + len(key))
         # Greedy by priority (then length, then position); overlapping lower findings are dropped.
         spans.sort(key=lambda t: (-t[2], t[0] - t[1], t[0]))
@@ -903,7 +980,7 @@ class Scrubber:
         if "PRIVATE KEY" in out:
             for m in _PK_BEGIN.finditer(out):
                 body = _PK_BODY.match(out, m.end())
-                if body and sum(len(t) for t in re.findall(r"[A-Za-z0-9+/=]{16,}", body.group())) >= 40:
+                if body and sum(len(t) for t in _B64_RUN.findall(body.group())) >= 40:
                     return "residual private_key after scrubbing"
         return None
 
