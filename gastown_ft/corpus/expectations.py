@@ -94,7 +94,10 @@ def _validate(name: str, frame, expectations: list[tuple[str, str, Any]]) -> lis
     suite = gx.ExpectationSuite(name=f"{name}_{seq}")
     for _, _, exp in expectations:
         suite.add_expectation(exp)
-    result = batch.validate(suite)
+    try:
+        result = batch.validate(suite)
+    finally:
+        source.delete_asset(asset.name)  # the context would otherwise keep every batch's frame
     outcomes: dict[str, CheckOutcome] = {}
     for (check, description, _), res in zip(expectations, result.results, strict=True):
         out = outcomes.setdefault(check, CheckOutcome(check, True, description))

@@ -173,6 +173,14 @@ def test_shared_samples_zero_lost(shared_samples, tmp_path):
     settings = write_config(tmp_path, root=shared_samples, claude_projects_dir=tmp_path / "none")
     with DagsterInstance.local_temp(str(settings.dagster.home)) as instance:
         run_all(settings, instance)
+        state = asset_status(instance)
+    # The whole corpus was built from the real samples, and every check passed.
+    for name in ("scrubbed_documents", "instruction_pairs", "corpus_splits"):
+        assert state[name]["failed_checks"] == [] and state[name]["metadata"]["row_count"] > 0, name
+    assert state["scrubbed_documents"]["metadata"]["redactions_by_kind"].get("email", 0) > 0
+    assert {"bead_create", "formula_steps", "convention_qa"} <= set(
+        state["instruction_pairs"]["metadata"]["by_task"]
+    )
     quarantined = {r["path"] for r in table(settings, "corpus", "quarantine")}
 
     def accounted(source: str, files: set[str]) -> None:
