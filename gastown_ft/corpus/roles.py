@@ -23,13 +23,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from gastown_ft.corpus.scan import TOWN_DIRS as _TOWN_DIRS  # town-level directories that are not rigs
+
 ROLES = ("mayor", "deacon", "witness", "refinery", "polecat", "crew", "dog", "boot")
 
 RoleInfo = tuple[str | None, str | None, str | None]
 NONE: RoleInfo = (None, None, None)
 
-# Town-level directories that are not rigs (kept in step with scan.TOWN_DIRS).
-_TOWN_DIRS = frozenset({"mayor", "deacon", "logs", "settings", "plugins", "daemon", "docs"})
 # Actor names that are a role on their own (no rig, no name).
 _SINGLE_ACTORS = {
     "mayor": "mayor",

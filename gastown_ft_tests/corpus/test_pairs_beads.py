@@ -22,6 +22,7 @@ from gastown_ft.corpus.pairs_beads import (
     first_paragraph,
 )
 from gastown_ft.corpus.scan import TownScan
+from gastown_ft_tests.corpus.helpers import commands
 
 COMMAND_PATHS = {
     "bead_create": {"bd create"},
@@ -58,14 +59,6 @@ def rows_of(beads: list[dict], *, rig: str | None = "ledger", path: str | None =
         for i, b in enumerate(beads)
     ]
     return documents_to_table(docs).to_pylist()
-
-
-def commands(example: dict) -> list[str]:
-    return [
-        json.loads(c["function"]["arguments"])["command"]
-        for m in example["messages"]
-        for c in m.get("tool_calls") or []
-    ]
 
 
 def check_examples(examples: list[dict]) -> None:

@@ -23,6 +23,7 @@ from gastown_ft.corpus.pairs_formulas import (
     topo_order,
 )
 from gastown_ft.corpus.scan import TownScan
+from gastown_ft_tests.corpus.helpers import commands
 
 DIAMOND = """
 formula = "mol-polecat-diamond"
@@ -157,14 +158,6 @@ def formula_row(
         meta=meta,
     )
     return documents_to_table([doc]).to_pylist()[0]
-
-
-def commands(example: dict) -> list[str]:
-    return [
-        json.loads(c["function"]["arguments"])["command"]
-        for m in example["messages"]
-        for c in m.get("tool_calls") or []
-    ]
 
 
 def check_examples(examples: list[dict]) -> None:
