@@ -97,9 +97,61 @@ class CorpusConfig(_Section):
         return v
 
 
+class EmbeddedModelConfig(_Section):
+    """The tiny LLaMA-architecture base model the project builds itself (offline default)."""
+
+    vocab_size: int = Field(4096, ge=512, description="BPE vocabulary trained on the scrubbed corpus.")
+    hidden_size: int = Field(256, ge=32)
+    intermediate_size: int = Field(688, ge=32)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    max_position_embeddings: int = Field(1024, ge=128)
+    pretrain_steps: int = Field(
+        300, ge=0, description="Brief causal-LM pretraining on the scrubbed documents."
+    )
+    pretrain_seq_len: int = Field(256, ge=32)
+    pretrain_batch_size: int = Field(16, ge=1)
+    pretrain_learning_rate: float = Field(3e-3, gt=0)
+
+
+class TrainingConfig(_Section):
+    base_model: str = Field(
+        "embedded", description='"embedded" (built here, offline), a local model directory, or a hub id.'
+    )
+    allow_network: bool = Field(False, description="Allow downloading a hub model (offline by default).")
+    embedded: EmbeddedModelConfig = Field(default_factory=EmbeddedModelConfig)
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt; all-linear: every linear projection."
+    )
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_seq_len: int = Field(512, ge=32)
+    packing: bool = Field(False, description="Pack several short examples into one sequence.")
+    checkpoint_every: int = Field(
+        50, ge=1, description="Save a resumable checkpoint every N optimizer steps."
+    )
+    seed: int = 0
+    memory_budget_mb: int | None = Field(
+        None, ge=64, description="Refuse to train above this estimated peak; default: available memory."
+    )
+    threads: int | None = Field(None, ge=1, description="torch threads; default: all cores.")
+
+
 class Settings(_Section):
     town: TownConfig = Field(default_factory=TownConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     dagster: DagsterConfig = Field(default_factory=DagsterConfig)
     config_path: Path | None = Field(None, exclude=True, description="The file these came from.")
@@ -189,12 +241,17 @@ def render_settings_toml(settings: Settings) -> str:
         return f'"{s}"'
 
     out: list[str] = []
-    data = settings.model_dump(exclude={"config_path"})
-    for section, fields in data.items():
-        out.append(f"[{section}]")
+
+    def table(name: str, fields: dict) -> None:
+        out.append(f"[{name}]")
         for k, v in fields.items():
-            if v is None:
-                continue
-            out.append(f"{k} = {value(v)}")
+            if v is not None and not isinstance(v, dict):
+                out.append(f"{k} = {value(v)}")
         out.append("")
+        for k, v in fields.items():
+            if isinstance(v, dict):
+                table(f"{name}.{k}", v)
+
+    for section, fields in settings.model_dump(exclude={"config_path"}).items():
+        table(section, fields)
     return "\n".join(out)

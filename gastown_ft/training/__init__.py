@@ -1,0 +1,1 @@
+"""Plain-Python training core: tokenizer, embedded base model, LoRA trainer, estimates. No Dagster."""
