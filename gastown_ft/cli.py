@@ -65,10 +65,11 @@ def _run_and_report(settings, selection: list[str] | None) -> None:
     from gastown_ft.instance import local_instance
     from gastown_ft.orchestrate import materialize_assets
     from gastown_ft.report import print_run_summary
+    from gastown_ft.ui_progress import TrainingProgressBar
 
     instance = local_instance(settings)
-    with console.status("materializing assets (see the run in `gastown-ft ui`)..."):
-        result = materialize_assets(settings, instance, selection)
+    with TrainingProgressBar(console) as bar:
+        result = materialize_assets(settings, instance, selection, progress=bar.update)
     print_run_summary(console, instance, result)
     if not result.success:
         raise GastownFTError(
@@ -83,6 +84,7 @@ def demo(
         "demo-town"
     ),
     seed: int = 7,
+    until: Annotated[str | None, typer.Option(help="Stop after this asset (and what it needs).")] = None,
 ) -> None:
     """Lay out the built-in demo town, write its config, and materialize every asset."""
     import time
@@ -108,7 +110,9 @@ def demo(
     )
     cfg_path.write_text(render_settings_toml(cfg))
     console.print(f"demo town with rigs {', '.join(town.rigs)} at {town.root}; config {cfg_path}")
-    _run_and_report(load_settings(cfg_path), None)
+    from gastown_ft.orchestrate import asset_names_through
+
+    _run_and_report(load_settings(cfg_path), asset_names_through(until) if until else None)
     console.print(
         f"demo finished in {time.perf_counter() - started:.1f}s. "
         f"Next: `gastown-ft --config {cfg_path} ui` or `... status`."
@@ -199,10 +203,9 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        # Usage errors (unknown option, bad value) from typer's bundled click: its own message.
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         if _state["debug"]:

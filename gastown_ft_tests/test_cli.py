@@ -60,7 +60,7 @@ def test_init_refuses_to_overwrite(tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
-    out = gft("demo", "--workdir", str(tmp_path / "demo"))
+    out = gft("demo", "--workdir", str(tmp_path / "demo"), "--until", "corpus_splits")
     assert out.returncode == 0, out.stderr[-3000:]
     for name in (
         "raw_formulas",

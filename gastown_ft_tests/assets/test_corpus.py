@@ -11,7 +11,7 @@ from dagster import DagsterInstance
 
 from gastown_ft.orchestrate import materialize_assets
 from gastown_ft.status import asset_status
-from gastown_ft_tests.assets.test_sources import run_all, table, write_config
+from gastown_ft_tests.assets.test_sources import CORPUS_ASSETS, run_all, table, write_config
 
 
 def split_of(settings) -> dict[str, str]:
@@ -98,7 +98,7 @@ def test_splits_are_stable_when_the_town_grows(corpus_run):
             )
             + "\n"
         )
-    result = materialize_assets(settings, instance)
+    result = materialize_assets(settings, instance, CORPUS_ASSETS)
     assert result.success
     after = split_of(settings)
     moved = {
