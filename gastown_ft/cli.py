@@ -124,9 +124,40 @@ def materialize_cmd(
     select: Annotated[
         list[str] | None, typer.Option("--select", "-s", help="Asset names (repeatable); default: all.")
     ] = None,
+    until: Annotated[str | None, typer.Option(help="This asset and everything it needs.")] = None,
 ) -> None:
     """Materialize assets of the configured town in-process, recorded in the local instance."""
-    _run_and_report(_settings(), select)
+    from gastown_ft.orchestrate import asset_names_through
+
+    names = (select or []) + (asset_names_through(until) if until else [])
+    _run_and_report(_settings(), names or None)
+
+
+@app.command()
+def train(
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the plan, the corpus size in tokens and the estimates; train nothing."
+        ),
+    ] = False,
+) -> None:
+    """Train the LoRA adapter (building the embedded base model when needed), with a progress bar."""
+    settings = _settings()
+    if dry_run:
+        from gastown_ft.artifacts import ArtifactStore
+        from gastown_ft.assets.training import plan_for
+
+        plan, _resolved, version = plan_for(settings, ArtifactStore(settings.artifacts.dir))
+        console.print(f"corpus version  {version[:16]}")
+        console.print(plan.describe(), highlight=False)
+        if plan.over_budget:
+            raise GastownFTError(
+                "this plan is over the memory budget: training would be refused",
+                hint="apply one of the suggestions above in [training]",
+            )
+        return
+    _run_and_report(settings, ["base_model", "lora_adapter"])
 
 
 @app.command()
