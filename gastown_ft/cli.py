@@ -94,6 +94,7 @@ def demo(
         DagsterConfig,
         Settings,
         TownConfig,
+        TrainingConfig,
         load_settings,
         render_settings_toml,
     )
@@ -107,6 +108,8 @@ def demo(
         town=TownConfig(root=Path("town"), claude_projects_dir=Path("claude-projects")),
         artifacts=ArtifactsConfig(dir=Path("artifacts")),
         dagster=DagsterConfig(home=Path("dagster")),
+        # The embedded model is tiny: it takes a higher LoRA learning rate than the 2e-4 default.
+        training=TrainingConfig(learning_rate=1e-3),
     )
     cfg_path.write_text(render_settings_toml(cfg))
     console.print(f"demo town with rigs {', '.join(town.rigs)} at {town.root}; config {cfg_path}")

@@ -65,6 +65,20 @@ def detail_lines(state: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(
                 f"[bold]corpus version[/bold]: {splits['corpus_version'][:16]}  ({splits.get('path', '')})"
             )
+    lora = meta.get("lora_adapter", {})
+    if lora:
+        lines.append(
+            f"[bold]training[/bold]: {lora.get('status')} after {lora.get('steps')} steps; validation loss "
+            f"{lora.get('val_loss_first', 0):.3f} -> {lora.get('val_loss_final', 0):.3f}; "
+            f"{lora.get('tokens_per_s', 0):,.0f} tokens/s; peak RSS {lora.get('peak_rss_mb', 0):,.0f} MB "
+            f"(estimated {lora.get('estimated_peak_mb', 0):,.0f} MB); adapter {lora.get('path', '')}"
+        )
+    base = meta.get("base_model", {})
+    if base:
+        lines.append(
+            f"[bold]base model[/bold]: {base.get('name')} ({base.get('source')}), "
+            f"{str(base.get('fingerprint', ''))[:19]}"
+        )
     lines.append(
         _counts_line("redactions by kind", meta.get("scrubbed_documents", {}).get("redactions_by_kind"))
     )
