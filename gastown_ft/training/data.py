@@ -1,0 +1,220 @@
+"""Examples to token ids with an exact label mask, packing, the per-epoch order, and the collate.
+
+Tokenization is piecewise: `render_segments` cuts the rendered conversation into (text, trained)
+pieces, each run of pieces with the same flag is tokenized on its own, and the ids are concatenated.
+So a token never straddles the trained / untrained boundary and the label mask is exact: labels are
+-100 on everything the prompt supplies (system, tools, user, tool results, the
+`<|im_start|>assistant\\n` headers) and equal the ids on what the assistant writes, its tool calls and
+its closing `<|im_end|>` (so the model learns to end its turn).
+
+Piecewise versus whole-text tokenization. Every flag change in `render_segments` sits right after the
+`\\n` of an `<|im_start|>assistant\\n` header or right after an `<|im_end|>` special token. Special
+tokens are always cut out before the BPE runs, and a byte-level (GPT-2 style) pre-tokenizer puts a
+newline followed by a letter, a digit, punctuation or a single space in its own pre-token. So for
+ordinary turns the concatenated ids are exactly the ids of the whole rendered text
+(`piecewise_matches_full_text` checks it; the tests hold it on real examples). They can differ only
+when an assistant output starts with two or more whitespace characters: the whole text may then merge
+the header's newline with them. The piecewise ids are the right ones to train on, because they are
+what generation sees: the prompt is rendered up to `<|im_start|>assistant\\n`, tokenized on its own,
+and the model continues from there.
+
+Truncation keeps the start (system prompt, tools, the user's request) and cuts at the end; an example
+with no trained token left is dropped (and counted in `EncodeStats`).
+
+Packing (`pack`) puts several short examples into one row of at most `max_seq_len` tokens. Each row
+carries `position_ids` that restart at 0 for every example: given position ids and no attention mask,
+transformers' masking utilities detect the packed format and build a block-diagonal causal mask, so
+examples in one row do not attend to each other (for the sdpa and eager attention implementations).
+A model without that support would see cross-example attention; the loss mask stays exact either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gastown_ft.training.chat_format import render_segments
+
+IGNORE_INDEX = -100
+
+
+def _example(example: dict[str, Any]) -> dict[str, Any]:
+    """The example row, also from a record read back from Parquet (tools as a JSON string)."""
+    if isinstance(example.get("tools"), str):
+        from gastown_ft.corpus.splits import example_from_record
+
+        return example_from_record(example)
+    return example
+
+
+def _runs(example: dict[str, Any]) -> list[tuple[str, bool]]:
+    """render_segments with adjacent pieces of the same flag joined (their boundaries are at special
+    tokens, so joining them changes no token)."""
+    example = _example(example)
+    runs: list[tuple[str, bool]] = []
+    for text, trained in render_segments(example["messages"], example.get("tools") or None):
+        if not text:
+            continue
+        if runs and runs[-1][1] == trained:
+            runs[-1] = (runs[-1][0] + text, trained)
+        else:
+            runs.append((text, trained))
+    return runs
+
+
+def _encode_untruncated(example: dict[str, Any], tokenizer) -> tuple[list[int], list[int]]:
+    runs = _runs(example)
+    if not runs:
+        return [], []
+    pieces = tokenizer([t for t, _ in runs], add_special_tokens=False, verbose=False)["input_ids"]
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for ids, (_text, trained) in zip(pieces, runs, strict=True):
+        input_ids += ids
+        labels += ids if trained else [IGNORE_INDEX] * len(ids)
+    return input_ids, labels
+
+
+def _truncate(input_ids: list[int], labels: list[int], max_seq_len: int) -> dict[str, list[int]] | None:
+    input_ids, labels = input_ids[:max_seq_len], labels[:max_seq_len]
+    if all(x == IGNORE_INDEX for x in labels):
+        return None
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": [1] * len(input_ids)}
+
+
+def encode_example(example: dict[str, Any], tokenizer, max_seq_len: int) -> dict[str, list[int]] | None:
+    """input_ids, labels (-100 where not trained) and attention_mask of one example, cut to
+    `max_seq_len` at the end; None when no trained token is left (the example is dropped)."""
+    return _truncate(*_encode_untruncated(example, tokenizer), max_seq_len)
+
+
+def full_text_ids(example: dict[str, Any], tokenizer) -> list[int]:
+    """The ids of the whole rendered conversation, tokenized in one go."""
+    text = "".join(t for t, _ in _runs(example))
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def piecewise_matches_full_text(example: dict[str, Any], tokenizer) -> bool:
+    """Whether the piecewise ids (untruncated) equal the ids of the whole rendered text."""
+    return _encode_untruncated(example, tokenizer)[0] == full_text_ids(example, tokenizer)
+
+
+@dataclass
+class EncodeStats:
+    examples: int = 0
+    kept: int = 0
+    dropped: int = 0  # no trained token left after truncation (or no assistant turn at all)
+    truncated: int = 0  # kept, but cut at max_seq_len
+    tokens: int = 0  # tokens of the kept sequences
+    trained_tokens: int = 0  # of which carry a label
+    longest: int = 0
+    lengths: list[int] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if k != "lengths"}
+
+
+def encode_examples(
+    examples: Iterable[dict[str, Any]], tokenizer, max_seq_len: int
+) -> tuple[list[dict[str, list[int]]], EncodeStats]:
+    """Encode many examples; the dropped ones are left out and counted."""
+    out: list[dict[str, list[int]]] = []
+    stats = EncodeStats()
+    for example in examples:
+        stats.examples += 1
+        input_ids, labels = _encode_untruncated(example, tokenizer)
+        enc = _truncate(input_ids, labels, max_seq_len)
+        if enc is None:
+            stats.dropped += 1
+            continue
+        n = len(enc["input_ids"])
+        if len(input_ids) > n:
+            stats.truncated += 1
+        stats.kept += 1
+        stats.tokens += n
+        stats.trained_tokens += sum(1 for x in enc["labels"] if x != IGNORE_INDEX)
+        stats.longest = max(stats.longest, n)
+        stats.lengths.append(n)
+        out.append(enc)
+    return out, stats
+
+
+def pack(sequences: Sequence[dict[str, list[int]]], max_seq_len: int) -> list[dict[str, list[int]]]:
+    """Pack encoded sequences into rows of at most `max_seq_len` tokens (first fit, longest first;
+    deterministic for a given input order). Each row has input_ids, labels, attention_mask and
+    position_ids restarting at 0 for every example (see the module docstring on attention)."""
+    order = sorted(range(len(sequences)), key=lambda i: (-len(sequences[i]["input_ids"]), i))
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in order:
+        n = len(sequences[i]["input_ids"])
+        if n > max_seq_len:
+            raise ValueError(f"sequence {i} has {n} tokens, more than max_seq_len={max_seq_len}")
+        for r, room in enumerate(free):
+            if n <= room:
+                rows[r].append(i)
+                free[r] -= n
+                break
+        else:
+            rows.append([i])
+            free.append(max_seq_len - n)
+    packed = []
+    for members in rows:
+        row: dict[str, list[int]] = {"input_ids": [], "labels": [], "attention_mask": [], "position_ids": []}
+        for i in members:
+            seq = sequences[i]
+            row["input_ids"] += seq["input_ids"]
+            row["labels"] += seq["labels"]
+            row["attention_mask"] += [1] * len(seq["input_ids"])
+            row["position_ids"] += list(range(len(seq["input_ids"])))
+        packed.append(row)
+    return packed
+
+
+def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
+    """A permutation of range(n) that depends only on (n, epoch, seed): index i sorts by
+    sha256(f"{seed}:{epoch}:{i}"), which no library version changes. A resumed run recomputes it and
+    sees exactly the same batches."""
+
+    def key(i: int) -> bytes:
+        return hashlib.sha256(f"{seed}:{epoch}:{i}".encode()).digest()
+
+    return sorted(range(n), key=key)
+
+
+def collate(batch: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
+    """Right-padded tensors: input_ids (pad_id), labels (-100), attention_mask (0) and position_ids
+    (packed rows keep theirs; padding continues the last count). `packed` says whether any row holds
+    several examples (then pass position_ids and no attention mask to the model)."""
+    import torch
+
+    width = max(len(s["input_ids"]) for s in batch)
+    ids, labels, mask, pos = [], [], [], []
+    packed = False
+    for s in batch:
+        n = len(s["input_ids"])
+        pad = width - n
+        ids.append(list(s["input_ids"]) + [pad_id] * pad)
+        labels.append(list(s["labels"]) + [IGNORE_INDEX] * pad)
+        mask.append([1] * n + [0] * pad)
+        p = list(s.get("position_ids") or range(n))
+        packed = packed or any(b != a + 1 for a, b in zip(p, p[1:], strict=False))
+        start = p[-1] + 1 if p else 0
+        pos.append(p + list(range(start, start + pad)))
+    return {
+        "input_ids": torch.tensor(ids, dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.long),
+        "attention_mask": torch.tensor(mask, dtype=torch.long),
+        "position_ids": torch.tensor(pos, dtype=torch.long),
+        "packed": packed,
+    }
+
+
+def sequences_fingerprint(sequences: Sequence[dict[str, list[int]]]) -> str:
+    """sha256 over the ids and labels of the sequences, in order."""
+    h = hashlib.sha256()
+    for s in sequences:
+        h.update(repr((s["input_ids"], s["labels"], s.get("position_ids"))).encode())
+    return h.hexdigest()

@@ -1,0 +1,876 @@
+"""LoRA fine-tuning on CPU: a plan (tokens, steps, memory and time estimates) and a resumable trainer.
+
+`plan_training` tokenizes the splits, counts tokens and parameters (on a meta-device copy of the
+model: no weights are loaded), builds the LoRA settings and estimates peak memory and wall time;
+`TrainingPlan.describe()` is what `gastown-ft train --dry-run` prints.
+
+`train_lora` is a plain PyTorch loop (faster than the HF Trainer's bookkeeping for models this small,
+and fully under our control for exact resumption):
+
+- the batches: micro-batch m of the run is batch m % B of epoch m // B (B batches an epoch) in
+  `epoch_order(n, epoch, seed)`; an optimizer step takes `grad_accum` consecutive micro-batches, and
+  its loss is the mean over all trained tokens of those micro-batches (not a mean of means);
+- AdamW (no weight decay) on the adapter, gradients clipped to norm 1.0, learning rate warmup then
+  cosine / linear / constant (LambdaLR);
+- a checkpoint every `checkpoint_every` optimizer steps and at the last step, in
+  `out_dir/checkpoints/step-N/`: the adapter (peft format), optimizer and scheduler state, torch /
+  Python / NumPy RNG states, the step, epoch and position in the epoch order, and the loss history;
+  written to a temporary directory and renamed into place, the newest two kept;
+- resumption restores all of that, so a resumed run takes the same batches, the same dropout masks
+  and the same updates as an uninterrupted one: the final adapter and the loss curves are equal;
+- cancellation: `should_stop()` is asked between steps, and a first Ctrl-C (SIGINT, in the main
+  thread) is turned into the same request; either saves a checkpoint and returns status "cancelled".
+  A KeyboardInterrupt raised anyway (a second Ctrl-C, or one raised by a callback) also saves the last
+  completed step, unless it came in the middle of the optimizer update.
+
+The loss: the decoder runs once, and only the hidden states at positions that carry a label go through
+the LM head (for the usual agent example most tokens are prompt, so this saves most of the head's
+time and memory). Right-padded rows need no attention mask under causal attention (a real token never
+attends to a later pad), so unpacked batches use the fast causal kernel; packed rows pass their
+position ids and no mask, which makes transformers build a block-diagonal causal mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import signal
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gastown_ft.config import TrainingConfig
+from gastown_ft.errors import GastownFTError
+from gastown_ft.training.data import (
+    IGNORE_INDEX,
+    EncodeStats,
+    collate,
+    encode_examples,
+    epoch_order,
+    pack,
+    piecewise_matches_full_text,
+    sequences_fingerprint,
+)
+from gastown_ft.training.estimate import (
+    Estimate,
+    available_memory_bytes,
+    budget_suggestions,
+    check_budget,
+    estimate_training,
+)
+
+MB = 1024 * 1024
+CHECKPOINTS = "checkpoints"
+ADAPTER = "adapter"
+STATE_FILE = "training_state.json"
+KEEP_CHECKPOINTS = 2
+MAX_GRAD_NORM = 1.0
+TOKENIZATION_SAMPLE = 200  # examples checked for piecewise == whole-text tokenization
+FULL_HASH_BYTES = 256 * 1024 * 1024  # base model files up to this size are hashed whole
+PARTIAL_HASH_BYTES = 16 * 1024 * 1024  # larger ones: size, first and last 16 MB
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingPlan:
+    base_model_dir: Path
+    cfg: TrainingConfig
+    tokenizer: Any = field(repr=False)
+    model_config: Any = field(repr=False)
+    train_sequences: list[dict[str, list[int]]] = field(repr=False)
+    val_sequences: list[dict[str, list[int]]] = field(repr=False)
+    train_stats: EncodeStats
+    val_stats: EncodeStats
+    target_modules: list[str]
+    n_trainable: int
+    n_total: int
+    batches_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    estimate: Estimate
+    budget_bytes: int
+    budget_source: str
+    tokenization_checked: int = 0
+    tokenization_mismatches: int = 0
+    fingerprint: str = ""
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        for value in (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id):
+            if value is not None:
+                return int(value)
+        return 0
+
+    def lora_kwargs(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "r": cfg.lora_rank,
+            "lora_alpha": cfg.lora_alpha,
+            "lora_dropout": cfg.lora_dropout,
+            "target_modules": list(self.target_modules),
+            "use_dora": cfg.use_dora,
+            "bias": "none",
+            "task_type": "CAUSAL_LM",
+        }
+
+    def lora_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(**self.lora_kwargs())
+
+    @property
+    def over_budget(self) -> bool:
+        return self.estimate.peak_bytes > self.budget_bytes
+
+    def check_budget(self) -> None:
+        check_budget(self.estimate, self.budget_bytes)
+
+    def describe(self) -> str:
+        cfg, ts, vs, est = self.cfg, self.train_stats, self.val_stats, self.estimate
+        rows_note = f", packed into {len(self.train_sequences):,} rows" if cfg.packing else ""
+        lines = [
+            f"base model      {self.base_model_dir}",
+            f"train corpus    {ts.tokens:,} tokens ({ts.trained_tokens:,} trained) in {ts.kept:,} examples"
+            f"{rows_note}; {ts.dropped:,} dropped (nothing trained left within {cfg.max_seq_len} tokens),"
+            f" {ts.truncated:,} truncated; longest {ts.longest:,} tokens",
+            f"validation      {vs.tokens:,} tokens ({vs.trained_tokens:,} trained) in {vs.kept:,} examples;"
+            f" {vs.dropped:,} dropped",
+            f"steps           {self.total_steps:,} optimizer steps"
+            + (
+                " (max_steps)"
+                if cfg.max_steps
+                else f" ({cfg.epochs:g} epochs of {self.batches_per_epoch:,} batches)"
+            )
+            + f"; batch {cfg.batch_size} x grad_accum {cfg.grad_accum} = {cfg.batch_size * cfg.grad_accum}"
+            f" sequences a step; max_seq_len {cfg.max_seq_len}; packing {'on' if cfg.packing else 'off'}",
+            f"optimizer       AdamW lr {cfg.learning_rate:g}, {cfg.lr_schedule} schedule,"
+            f" {self.warmup_steps} warmup steps; checkpoint every {cfg.checkpoint_every} steps; seed {cfg.seed}",
+            f"LoRA            rank {cfg.lora_rank}, alpha {cfg.lora_alpha}, dropout {cfg.lora_dropout:g},"
+            f" {'DoRA, ' if cfg.use_dora else ''}modules {', '.join(self.target_modules)}",
+            f"parameters      {self.n_trainable:,} trainable of {self.n_total:,}"
+            f" ({100 * self.n_trainable / max(1, self.n_total):.2f}%)",
+            f"estimated peak  {est.peak_bytes / MB:,.0f} MB ("
+            + ", ".join(f"{k} {v / MB:,.0f}" for k, v in est.breakdown.items() if v >= MB / 2)
+            + ")",
+            f"estimated time  {_duration(est.total_seconds)} ({est.step_seconds:.2f} s a step,"
+            f" about {est.tokens_per_s:,.0f} tokens/s at {est.matmul_flops / 1e9:,.0f} GFLOP/s matmul)",
+            f"memory budget   {self.budget_bytes / MB:,.0f} MB ({self.budget_source})"
+            + ("  OVER BUDGET" if self.over_budget else "  ok"),
+        ]
+        if self.tokenization_mismatches:
+            lines.append(
+                f"tokenization    {self.tokenization_mismatches} of {self.tokenization_checked} sampled examples"
+                " tokenize differently piecewise than as one text (an assistant output starting with"
+                " whitespace); training uses the piecewise ids, which generation sees"
+            )
+        if self.over_budget:
+            lines.append("to fit the budget, set in [training]:")
+            for text, variant in budget_suggestions(est):
+                lines.append(f"  {text}: about {variant.peak_bytes / MB:,.0f} MB")
+        return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _load_tokenizer(base_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(base_model_dir))
+    except (OSError, ValueError) as e:
+        raise GastownFTError(
+            f"cannot load the tokenizer of the base model at {base_model_dir}: {e}",
+            hint="build the embedded base model first, or point training.base_model at a model directory",
+        ) from None
+
+
+def _load_config(base_model_dir: Path):
+    from transformers import AutoConfig
+
+    if not (Path(base_model_dir) / "config.json").is_file():
+        raise GastownFTError(
+            f"no base model at {base_model_dir} (config.json is missing)",
+            hint="build the embedded base model first, or point training.base_model at a model directory",
+        )
+    return AutoConfig.from_pretrained(str(base_model_dir))
+
+
+def _linear_modules(model) -> list[tuple[str, int, int]]:
+    """(qualified name, in_features, out_features) of every linear projection but the output head."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    out = []
+    for name, module in model.named_modules():
+        if module is head:
+            continue
+        if isinstance(module, torch.nn.Linear):
+            out.append((name, module.in_features, module.out_features))
+        elif isinstance(module, Conv1D):
+            in_f, out_f = module.weight.shape
+            out.append((name, int(in_f), int(out_f)))
+    return out
+
+
+def _matches(name: str, targets: list[str]) -> bool:
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def count_parameters(model_config, cfg: TrainingConfig) -> tuple[list[str], int, int]:
+    """(target module names, trainable, total) for LoRA on this architecture, from a meta-device
+    model (nothing allocated). "all-linear" becomes every linear projection but the output head."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config)
+    linears = _linear_modules(model)
+    if cfg.target_modules == "all-linear":
+        targets = sorted({name.rsplit(".", 1)[-1] for name, _i, _o in linears}, key=_module_order)
+    else:
+        targets = list(cfg.target_modules)
+    adapted = [(n, i, o) for n, i, o in linears if _matches(n, targets)]
+    if not adapted:
+        raise GastownFTError(
+            f"training.target_modules {targets} matches no linear layer of {type(model).__name__}",
+            hint='use "all-linear" or names like q_proj, v_proj: '
+            + ", ".join(sorted({n.rsplit(".", 1)[-1] for n, _i, _o in linears})),
+        )
+    n_base = sum(p.numel() for p in model.parameters())
+    trainable = sum(cfg.lora_rank * (i + o) + (o if cfg.use_dora else 0) for _n, i, o in adapted)
+    return targets, trainable, n_base + trainable
+
+
+_ORDER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _module_order(name: str) -> tuple[int, str]:
+    return (_ORDER.index(name) if name in _ORDER else len(_ORDER), name)
+
+
+def _batches_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))
+
+
+def plan_training(
+    base_model_dir: str | os.PathLike,
+    train_examples: list[dict[str, Any]],
+    val_examples: list[dict[str, Any]],
+    cfg: TrainingConfig,
+) -> TrainingPlan:
+    """Tokenize, count, configure LoRA, compute the steps and estimate memory and time."""
+    base_model_dir = Path(base_model_dir)
+    model_config = _load_config(base_model_dir)
+    tokenizer = _load_tokenizer(base_model_dir)
+    train_examples, val_examples = list(train_examples), list(val_examples)
+    train_seqs, train_stats = encode_examples(train_examples, tokenizer, cfg.max_seq_len)
+    val_seqs, val_stats = encode_examples(val_examples, tokenizer, cfg.max_seq_len)
+    if not train_seqs:
+        raise GastownFTError(
+            f"no training example left: {train_stats.examples} examples, {train_stats.dropped} dropped"
+            f" (nothing trained within max_seq_len = {cfg.max_seq_len} tokens)",
+            hint="raise training.max_seq_len, or check that the corpus has assistant turns",
+        )
+    sample = train_examples[:: max(1, len(train_examples) // TOKENIZATION_SAMPLE)][:TOKENIZATION_SAMPLE]
+    mismatches = sum(1 for e in sample if not piecewise_matches_full_text(e, tokenizer))
+
+    rows = pack(train_seqs, cfg.max_seq_len) if cfg.packing else train_seqs
+    targets, n_trainable, n_total = count_parameters(model_config, cfg)
+    batches = _batches_per_epoch(len(rows), cfg.batch_size)
+    steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * batches / cfg.grad_accum))
+    warmup = math.ceil(cfg.warmup_ratio * steps)
+
+    # Facts of the tokenized corpus that sharpen the estimate (epoch 0's padding stands for all).
+    lengths = [len(r["input_ids"]) for r in rows]
+    trained = sorted((sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in rows), reverse=True)
+    order = epoch_order(len(rows), 0, cfg.seed)
+    padded = sum(
+        len(chunk) * max(lengths[i] for i in chunk)
+        for chunk in (order[k : k + cfg.batch_size] for k in range(0, len(order), cfg.batch_size))
+    )
+    estimate = estimate_training(
+        model_config,
+        n_trainable,
+        n_total,
+        cfg,
+        train_stats.tokens,
+        n_sequences=len(rows),
+        longest_seq=max(lengths),
+        max_trained_tokens=sum(trained[: cfg.batch_size]),
+        padded_tokens=padded,
+        trained_tokens=train_stats.trained_tokens,
+        packed=any(_is_packed(r) for r in rows if "position_ids" in r),
+    )
+    if cfg.memory_budget_mb:
+        budget, source = cfg.memory_budget_mb * MB, "training.memory_budget_mb"
+    else:
+        budget, source = available_memory_bytes(), "memory available now"
+    fingerprint = _fingerprint(base_model_dir, cfg, rows)
+    return TrainingPlan(
+        base_model_dir=base_model_dir,
+        cfg=cfg,
+        tokenizer=tokenizer,
+        model_config=model_config,
+        train_sequences=rows,
+        val_sequences=val_seqs,
+        train_stats=train_stats,
+        val_stats=val_stats,
+        target_modules=targets,
+        n_trainable=n_trainable,
+        n_total=n_total,
+        batches_per_epoch=batches,
+        total_steps=steps,
+        warmup_steps=warmup,
+        estimate=estimate,
+        budget_bytes=int(budget),
+        budget_source=source,
+        tokenization_checked=len(sample),
+        tokenization_mismatches=mismatches,
+        fingerprint=fingerprint,
+    )
+
+
+def _is_packed(row: dict[str, list[int]]) -> bool:
+    p = row["position_ids"]
+    return any(b != a + 1 for a, b in zip(p, p[1:], strict=False))
+
+
+def _file_digest(path: Path, h) -> None:
+    """Feed the file's content to `h`: all of it up to FULL_HASH_BYTES, else its size, head and tail."""
+    size = path.stat().st_size
+    h.update(f"{path.name}:{size}\n".encode())
+    with open(path, "rb") as f:
+        if size <= FULL_HASH_BYTES:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        else:
+            h.update(f.read(PARTIAL_HASH_BYTES))
+            f.seek(size - PARTIAL_HASH_BYTES)
+            h.update(f.read(PARTIAL_HASH_BYTES))
+
+
+def _fingerprint(base_model_dir: Path, cfg: TrainingConfig, rows: list[dict[str, list[int]]]) -> str:
+    """What a checkpoint must share with the run resuming it: the config that shapes the updates
+    (not checkpoint_every, the memory budget or threads), the base model's files, and the data."""
+    h = hashlib.sha256()
+    shaping = cfg.model_dump(exclude={"checkpoint_every", "memory_budget_mb", "threads", "allow_network"})
+    h.update(json.dumps(shaping, sort_keys=True, default=str).encode())
+    for p in sorted(base_model_dir.iterdir()):
+        if p.is_file() and (p.suffix in (".json", ".safetensors", ".bin", ".model", ".jinja")):
+            _file_digest(p, h)
+    h.update(sequences_fingerprint(rows).encode())
+    return h.hexdigest()
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" or "cancelled"
+    out_dir: Path
+    adapter_dir: Path | None
+    steps_done: int
+    total_steps: int
+    train_loss: list[float]
+    val_loss: list[tuple[int, float]]
+    tokens_per_s: float
+    peak_rss_bytes: int
+    estimated_peak_bytes: int
+    estimated_tokens_per_s: float
+    wall_seconds: float
+    resumed_from_step: int | None
+    last_checkpoint: Path | None
+    model: Any = field(default=None, repr=False)  # the trained peft model, in memory
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "steps_done": self.steps_done,
+            "total_steps": self.total_steps,
+            "train_loss": self.train_loss,
+            "val_loss": [list(x) for x in self.val_loss],
+            "tokens_per_s": self.tokens_per_s,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "estimated_peak_bytes": self.estimated_peak_bytes,
+            "estimated_tokens_per_s": self.estimated_tokens_per_s,
+            "wall_seconds": self.wall_seconds,
+            "resumed_from_step": self.resumed_from_step,
+            "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
+            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+        }
+
+
+class _Schedule:
+    """Learning-rate factor of optimizer step s (0-based): linear warmup to 1, then the decay."""
+
+    def __init__(self, total: int, warmup: int, kind: str) -> None:
+        self.total, self.warmup, self.kind = total, warmup, kind
+
+    def __call__(self, s: int) -> float:
+        if s < self.warmup:
+            return (s + 1) / (self.warmup + 1)
+        if self.kind == "constant":
+            return 1.0
+        progress = min(1.0, (s - self.warmup) / max(1, self.total - self.warmup))
+        if self.kind == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_snapshot() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+
+
+def _rng_restore(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _replace_dir(staged: Path, target: Path) -> None:
+    """Move `staged` to `target`, replacing a previous `target` (moved aside first, then removed)."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex}")
+        os.rename(target, old)
+    os.rename(staged, target)
+    _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (their state.json is the last file written), oldest first."""
+    out = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith("step-") and (p / "state.json").is_file():
+                try:
+                    out.append((int(p.name[5:]), p))
+                except ValueError:
+                    continue
+    return sorted(out)
+
+
+def _save_checkpoint(
+    root: Path, step: int, model, optimizer, scheduler, rng: dict[str, Any], state: dict[str, Any]
+) -> Path:
+    import torch
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-step-{step}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    model.save_pretrained(str(tmp / ADAPTER))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(rng["torch"], tmp / "rng_torch.pt")
+    with open(tmp / "rng.json", "w", encoding="utf-8") as f:
+        json.dump({"python": rng["python"], "numpy": rng["numpy"]}, f)
+    with open(tmp / "state.json", "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=2)
+    _fsync_tree(tmp)
+    target = root / f"step-{step}"
+    _replace_dir(tmp, target)
+    for _s, old in _checkpoints(root)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-step-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / ADAPTER / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(model, weights)
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if missing:
+        raise GastownFTError(
+            f"checkpoint {path} lacks adapter weights: {missing[:3]}",
+            hint=f"remove {path.parent} to start over, or pass resume=False",
+        )
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rng = json.loads((path / "rng.json").read_text(encoding="utf-8"))
+    rng["torch"] = torch.load(path / "rng_torch.pt", weights_only=True)
+    _rng_restore(rng)
+    return json.loads((path / "state.json").read_text(encoding="utf-8"))
+
+
+class _StopRequests:
+    """Turn a first SIGINT into a stop request checked between steps (main thread only)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._handler)
+                self._installed = True
+            except ValueError:
+                self._installed = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _token_loss_sum(model, batch: dict[str, Any]):
+    """Sum of next-token cross-entropy over the labelled positions, and their count."""
+    import torch.nn.functional as F
+
+    input_ids, labels = batch["input_ids"], batch["labels"]
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False}
+    if batch["packed"]:
+        kwargs["position_ids"] = batch["position_ids"]
+    target = labels[:, 1:]
+    selected = target != IGNORE_INDEX
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    plain_head = (
+        head is not None
+        and getattr(base.config, "final_logit_softcapping", None) is None
+        and not hasattr(base, "logit_scale")
+    )
+    if plain_head:
+        hidden = base.get_decoder()(**kwargs).last_hidden_state
+        logits = head(hidden[:, :-1][selected])
+    else:
+        logits = model(**kwargs).logits[:, :-1][selected]
+    loss = F.cross_entropy(logits.float(), target[selected], reduction="sum")
+    return loss, int(selected.sum())
+
+
+def evaluate_loss(model, sequences: list[dict[str, list[int]]], pad_id: int, batch_size: int) -> float | None:
+    """Mean next-token loss over all trained tokens of `sequences` (dropout off, no gradients)."""
+    import torch
+
+    if not sequences:
+        return None
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]["input_ids"]))
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        with torch.no_grad():
+            for k in range(0, len(order), batch_size):
+                batch = collate([sequences[i] for i in order[k : k + batch_size]], pad_id)
+                loss, n = _token_loss_sum(model, batch)
+                total += float(loss)
+                count += n
+    finally:
+        model.train(was_training)
+    return total / count if count else None
+
+
+def _prepare_model(plan: TrainingPlan):
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per load is noise in the trainer's own progress
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(plan.base_model_dir), dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise GastownFTError(f"cannot load the base model at {plan.base_model_dir}: {e}") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.config.use_cache = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # peft asks a deprecated transformers property
+        return get_peft_model(model, plan.lora_config())
+
+
+def train_lora(
+    plan: TrainingPlan,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = True,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train the adapter of `plan` into `out_dir` (see the module docstring)."""
+    import torch
+
+    plan.check_budget()
+    cfg = plan.cfg
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_root = out_dir / CHECKPOINTS
+    if not resume and ckpt_root.exists():
+        shutil.rmtree(ckpt_root)
+    threads = cfg.threads or len(os.sched_getaffinity(0)) or 1
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with _StopRequests() as stops:
+            return _train(plan, out_dir, ckpt_root, resume, progress, should_stop, stops)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(plan, out_dir, ckpt_root, resume, progress, should_stop, stops) -> TrainResult:
+    import torch
+
+    cfg: TrainingConfig = plan.cfg
+    started = time.perf_counter()
+    _seed_everything(cfg.seed)
+    model = _prepare_model(plan)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _Schedule(plan.total_steps, plan.warmup_steps, cfg.lr_schedule)
+    )
+
+    step = 0
+    train_loss: list[float] = []
+    val_loss: list[tuple[int, float]] = []
+    resumed_from = None
+    last_ckpt: Path | None = None
+    existing = _checkpoints(ckpt_root) if resume else []
+    if existing:
+        resumed_from, last_ckpt = existing[-1]
+        saved = json.loads((last_ckpt / "state.json").read_text(encoding="utf-8"))
+        if saved.get("fingerprint") != plan.fingerprint:
+            raise GastownFTError(
+                f"the checkpoint {last_ckpt} is of a different run (config, base model or data changed)",
+                hint=f"remove {ckpt_root} to start over, or run without resuming",
+            )
+        state = _load_checkpoint(last_ckpt, model, optimizer, scheduler)
+        step = int(state["step"])
+        train_loss = [float(x) for x in state["train_loss"]]
+        val_loss = [(int(s), float(v)) for s, v in state["val_loss"]]
+        due = step % cfg.checkpoint_every == 0 or step == plan.total_steps
+        if due and not (val_loss and val_loss[-1][0] == step):  # cut off while evaluating
+            v = evaluate_loss(model, plan.val_sequences, plan.pad_id, cfg.batch_size)
+            if v is not None:
+                val_loss.append((step, v))
+
+    elif plan.val_sequences:
+        # The baseline: validation loss of the untouched base model, so the curve shows the drop.
+        v = evaluate_loss(model, plan.val_sequences, plan.pad_id, cfg.batch_size)
+        if v is not None:
+            val_loss.append((0, v))
+
+    rows, pad_id = plan.train_sequences, plan.pad_id
+    n_rows, per_epoch, ga = len(rows), plan.batches_per_epoch, cfg.grad_accum
+    orders: dict[int, list[int]] = {}
+
+    def micro_batch(m: int) -> list[int]:
+        epoch, pos = divmod(m, per_epoch)
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = epoch_order(n_rows, epoch, cfg.seed)
+        return orders[epoch][pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
+
+    def position(s: int) -> dict[str, int]:
+        epoch, pos = divmod(s * ga, per_epoch)
+        return {"epoch": epoch, "batch_in_epoch": pos}
+
+    rng_snapshot = _rng_snapshot()
+
+    def checkpoint(s: int, *, evaluate: bool) -> Path:
+        if evaluate and not (val_loss and val_loss[-1][0] == s):
+            v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size)
+            if v is not None:
+                val_loss.append((s, v))
+        state = {
+            "step": s,
+            **position(s),
+            "total_steps": plan.total_steps,
+            "train_loss": train_loss,
+            "val_loss": [list(x) for x in val_loss],
+            "fingerprint": plan.fingerprint,
+        }
+        return _save_checkpoint(ckpt_root, s, model, optimizer, scheduler, rng_snapshot, state)
+
+    session_tokens, session_steps = 0, 0
+    loop_start = time.perf_counter()
+    status = "completed"
+    updating = False
+    try:
+        while step < plan.total_steps:
+            if stops.requested or (should_stop is not None and should_stop()):
+                status = "cancelled"
+                break
+            batches = [collate([rows[i] for i in micro_batch(step * ga + j)], pad_id) for j in range(ga)]
+            n_trained = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+            step_loss = 0.0
+            for b in batches:
+                loss, _n = _token_loss_sum(model, b)
+                loss = loss / max(1, n_trained)
+                loss.backward()
+                step_loss += float(loss.detach())
+                session_tokens += int(b["attention_mask"].sum())
+            updating = True
+            torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            train_loss.append(step_loss)
+            rng_snapshot = _rng_snapshot()
+            updating = False
+            session_steps += 1
+            elapsed = time.perf_counter() - loop_start
+            if step % cfg.checkpoint_every == 0 or step == plan.total_steps:
+                last_ckpt = checkpoint(step, evaluate=True)
+            if progress is not None:
+                progress(
+                    {
+                        "step": step,
+                        "total_steps": plan.total_steps,
+                        "epoch": step * ga / per_epoch,
+                        "loss": step_loss,
+                        "lr": lr,
+                        "tokens_per_s": session_tokens / elapsed if elapsed > 0 else 0.0,
+                        "eta_s": (plan.total_steps - step) * elapsed / session_steps,
+                    }
+                )
+    except KeyboardInterrupt:
+        status = "cancelled"
+        if updating:  # the update was cut halfway: keep the last good checkpoint
+            model = None
+    if status == "cancelled" and model is not None:
+        optimizer.zero_grad(set_to_none=True)
+        if last_ckpt is None or not last_ckpt.name == f"step-{step}":
+            if step > 0:
+                last_ckpt = checkpoint(step, evaluate=False)
+
+    adapter_dir = None
+    if status == "completed":
+        if not (val_loss and val_loss[-1][0] == step):
+            v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size)
+            if v is not None:
+                val_loss.append((step, v))
+        adapter_dir = out_dir / ADAPTER
+        staged = out_dir / f".tmp-{ADAPTER}-{uuid.uuid4().hex}"
+        model.save_pretrained(str(staged))
+        _fsync_tree(staged)
+        _replace_dir(staged, adapter_dir)
+
+    loop_seconds = time.perf_counter() - loop_start
+    result = TrainResult(
+        status=status,
+        out_dir=out_dir,
+        adapter_dir=adapter_dir,
+        steps_done=step,
+        total_steps=plan.total_steps,
+        train_loss=train_loss,
+        val_loss=val_loss,
+        tokens_per_s=session_tokens / loop_seconds if session_tokens and loop_seconds > 0 else 0.0,
+        peak_rss_bytes=peak_rss_bytes(),
+        estimated_peak_bytes=plan.estimate.peak_bytes,
+        estimated_tokens_per_s=plan.estimate.tokens_per_s,
+        wall_seconds=time.perf_counter() - started,
+        resumed_from_step=resumed_from,
+        last_checkpoint=last_ckpt,
+        model=model,
+    )
+    state = result.state()
+    state["estimate"] = plan.estimate.as_dict()
+    state["estimate_vs_measured"] = {
+        "peak_bytes": [plan.estimate.peak_bytes, result.peak_rss_bytes],
+        "tokens_per_s": [plan.estimate.tokens_per_s, result.tokens_per_s],
+    }
+    state["config"] = cfg.model_dump(mode="json")
+    state["lora"] = plan.lora_kwargs()
+    state["n_trainable"], state["n_total"] = plan.n_trainable, plan.n_total
+    state["threads"] = torch.get_num_threads()
+    _atomic_write_json(out_dir / STATE_FILE, state)
+    return result

@@ -1,0 +1,288 @@
+"""Tokenization with an exact label mask, truncation, packing, the epoch order and the collate.
+
+The helpers at the top (a quick byte-level BPE tokenizer with the chat template, a tiny random LLaMA
+saved next to it, a few Gas Town chats) are shared with test_estimate.py and test_lora.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from gastown_ft.corpus.examples import BASH_TOOL, assistant, make_example, tool_call, tool_result, user
+from gastown_ft.corpus.splits import example_from_record, example_to_record
+from gastown_ft.training.chat_format import (
+    BOS,
+    CHAT_TEMPLATE,
+    EOS,
+    PAD,
+    SPECIAL_TOKENS,
+    TURN_END,
+    TURN_START,
+    UNK,
+    render,
+)
+from gastown_ft.training.data import (
+    IGNORE_INDEX,
+    collate,
+    encode_example,
+    encode_examples,
+    epoch_order,
+    full_text_ids,
+    pack,
+    piecewise_matches_full_text,
+)
+
+# --- shared helpers ------------------------------------------------------------------------------
+
+RIGS = ["ledger", "gastown", "beads"]
+BEADS = ["gt-1", "gt-42", "bd-7", "hq-3"]
+
+
+def chat(i: int) -> dict:
+    """A short agent example with a tool call and its result (deterministic in i)."""
+    rig, bead = RIGS[i % len(RIGS)], BEADS[i % len(BEADS)]
+    command = ["bd show", "bd update", "gt hook", "gt done"][i % 4] + f" {bead}"
+    return make_example(
+        task="agent_turns",
+        role="polecat",
+        rig=rig,
+        group_id=f"g{i}",
+        source_ids=[f"s{i}"],
+        tools=[BASH_TOOL],
+        messages=[
+            user(f"Work on {bead} in {rig}."),
+            assistant(f"Running {command}.", [tool_call(f"c{i}", "Bash", {"command": command})]),
+            tool_result(f"c{i}", f"{bead}: open, assigned to polecat {i}"),
+            assistant(f"Done with {bead}."),
+        ],
+    )
+
+
+def corpus_texts() -> list[str]:
+    return [render(chat(i)["messages"], chat(i)["tools"]) for i in range(24)]
+
+
+def make_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(corpus_texts(), trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        additional_special_tokens=[TURN_START, TURN_END],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def save_tiny_model(
+    path: Path,
+    tokenizer=None,
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate: int | None = None,
+    vocab: int | None = None,
+    init_range: float = 0.02,
+    seed: int = 0,
+) -> Path:
+    """A random LLaMA (and its tokenizer) saved with save_pretrained into `path`. A larger
+    `init_range` than the default 0.02 gives logits a range that LoRA alone can sharpen quickly."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tokenizer or make_tokenizer()
+    config = LlamaConfig(
+        vocab_size=vocab or len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate or 2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids(TURN_END),
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        initializer_range=init_range,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def _trained_text(enc, tokenizer) -> list[str]:
+    """The trained spans, decoded one contiguous run at a time."""
+    runs, cur = [], []
+    for tid, lab in zip(enc["input_ids"], enc["labels"], strict=True):
+        if lab != IGNORE_INDEX:
+            assert lab == tid
+            cur.append(tid)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    return [tokenizer.decode(r, skip_special_tokens=False) for r in runs]
+
+
+def test_label_mask_is_exactly_the_assistant_outputs_and_their_end_of_turn(tokenizer):
+    example = chat(1)
+    enc = encode_example(example, tokenizer, max_seq_len=4096)
+    assert _trained_text(enc, tokenizer) == [
+        'Running bd update gt-42.\n<tool_call>\n{"name": "Bash", "arguments": {"command": "bd update gt-42"}}'
+        "\n</tool_call>" + TURN_END,
+        "Done with gt-42." + TURN_END,
+    ]
+    assert enc["attention_mask"] == [1] * len(enc["input_ids"])
+    # The whole sequence decodes back to the rendered conversation, BOS first.
+    assert tokenizer.decode(enc["input_ids"]) == render(example["messages"], example["tools"])
+    assert enc["input_ids"][0] == tokenizer.bos_token_id
+    # The <|im_end|> closing each assistant turn is trained; no other special token is.
+    end = tokenizer.convert_tokens_to_ids(TURN_END)
+    trained_specials = [t for t, lab in zip(enc["input_ids"], enc["labels"], strict=True) if lab == end]
+    assert len(trained_specials) == 2
+
+
+def test_piecewise_ids_equal_the_whole_text_ids(tokenizer):
+    examples = [chat(i) for i in range(12)] + [
+        make_example(
+            task="t",
+            group_id="x",
+            source_ids=[],
+            messages=[
+                user("empty content, two calls"),
+                assistant(
+                    "",
+                    [
+                        tool_call("a", "Bash", {"command": "gt hook"}),
+                        tool_call("b", "Bash", {"command": "bd ready"}),
+                    ],
+                ),
+                tool_result("a", "ok"),
+                tool_result("b", "none"),
+                assistant(" leading space"),
+            ],
+        )
+    ]
+    for example in examples:
+        assert piecewise_matches_full_text(example, tokenizer)
+        assert encode_example(example, tokenizer, 4096)["input_ids"] == full_text_ids(example, tokenizer)
+    # The documented exception: an output that starts with two whitespace characters can merge with
+    # the header's newline in the whole text; the piecewise ids keep the header as the prompt ends.
+    odd = make_example(task="t", group_id="y", source_ids=[], messages=[user("hi"), assistant("  indented")])
+    enc = encode_example(odd, tokenizer, 4096)
+    prompt = tokenizer(
+        tokenizer.apply_chat_template(odd["messages"][:-1], tokenize=False, add_generation_prompt=True),
+        add_special_tokens=False,
+    )["input_ids"]
+    assert enc["input_ids"][: len(prompt)] == prompt
+    assert all(x == IGNORE_INDEX for x in enc["labels"][: len(prompt)])
+
+
+def test_records_from_parquet_encode_like_examples(tokenizer):
+    example = chat(3)
+    record = example_to_record(example)
+    assert isinstance(record["tools"], str)
+    # The stored tools JSON has sorted keys, so the tools block renders in that order: compare with
+    # the example read back, whose messages (and labels) are the same as the original's.
+    back = example_from_record(record)
+    assert back["tools"] == example["tools"]
+    assert encode_example(record, tokenizer, 512) == encode_example(back, tokenizer, 512)
+    assert _trained_text(encode_example(record, tokenizer, 512), tokenizer) == _trained_text(
+        encode_example(example, tokenizer, 512), tokenizer
+    )
+
+
+def test_truncation_keeps_the_start_and_drops_examples_with_nothing_trained(tokenizer):
+    example = chat(0)
+    full = encode_example(example, tokenizer, 4096)
+    n = len(full["input_ids"])
+    first_trained = next(i for i, lab in enumerate(full["labels"]) if lab != IGNORE_INDEX)
+    cut = encode_example(example, tokenizer, first_trained + 3)
+    assert cut["input_ids"] == full["input_ids"][: first_trained + 3]
+    assert cut["labels"] == full["labels"][: first_trained + 3]
+    assert encode_example(example, tokenizer, first_trained) is None  # only the prompt fits
+
+    seqs, stats = encode_examples([example, chat(1), chat(2)], tokenizer, first_trained + 3)
+    assert stats.examples == 3 and stats.kept + stats.dropped == 3
+    assert stats.truncated == stats.kept  # every kept one was cut
+    seqs, stats = encode_examples([example], tokenizer, first_trained)
+    assert (seqs, stats.dropped, stats.kept) == ([], 1, 0)
+    seqs, stats = encode_examples([example], tokenizer, n)
+    assert (stats.kept, stats.truncated, stats.tokens, stats.longest) == (1, 0, n, n)
+    assert stats.trained_tokens == sum(1 for x in full["labels"] if x != IGNORE_INDEX)
+    # An example without an assistant turn has nothing to learn.
+    no_answer = make_example(task="t", group_id="z", source_ids=[], messages=[user("hello?")])
+    assert encode_example(no_answer, tokenizer, 4096) is None
+
+
+def test_pack_keeps_each_examples_ids_labels_and_restarts_positions(tokenizer):
+    seqs, _ = encode_examples([chat(i) for i in range(10)], tokenizer, 4096)
+    width = max(len(s["input_ids"]) for s in seqs) * 3
+    rows = pack(seqs, width)
+    assert len(rows) < len(seqs)
+    assert all(len(r["input_ids"]) <= width for r in rows)
+    # Cut every row at its position resets: the pieces are exactly the input sequences.
+    pieces = []
+    for r in rows:
+        starts = [i for i, p in enumerate(r["position_ids"]) if p == 0] + [len(r["input_ids"])]
+        assert len(r["labels"]) == len(r["input_ids"]) == len(r["attention_mask"])
+        for a, b in zip(starts, starts[1:], strict=False):
+            pieces.append((tuple(r["input_ids"][a:b]), tuple(r["labels"][a:b])))
+    assert sorted(pieces) == sorted((tuple(s["input_ids"]), tuple(s["labels"])) for s in seqs)
+    assert pack(seqs, width) == rows  # deterministic
+    with pytest.raises(ValueError):
+        pack(seqs, 8)
+
+
+def test_epoch_order_is_a_deterministic_permutation_per_epoch():
+    a = epoch_order(50, 0, seed=1)
+    assert sorted(a) == list(range(50))
+    assert a == epoch_order(50, 0, seed=1)
+    assert a != epoch_order(50, 1, seed=1)
+    assert a != epoch_order(50, 0, seed=2)
+    assert epoch_order(0, 0, 0) == []
+    # Pinned: no library version may change the order a resumed run relies on.
+    assert epoch_order(5, 0, seed=0) == [4, 1, 2, 3, 0]
+    assert epoch_order(8, 3, seed=42) == [0, 3, 6, 5, 1, 4, 7, 2]
+
+
+def test_collate_pads_right_with_pad_id_and_ignored_labels(tokenizer):
+    seqs, _ = encode_examples([chat(0), chat(5)], tokenizer, 4096)
+    batch = collate(seqs, tokenizer.pad_token_id)
+    width = max(len(s["input_ids"]) for s in seqs)
+    assert batch["input_ids"].shape == batch["labels"].shape == (2, width)
+    for row, s in enumerate(seqs):
+        n = len(s["input_ids"])
+        assert batch["input_ids"][row, :n].tolist() == s["input_ids"]
+        assert batch["input_ids"][row, n:].tolist() == [tokenizer.pad_token_id] * (width - n)
+        assert batch["labels"][row, n:].tolist() == [IGNORE_INDEX] * (width - n)
+        assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
+        assert batch["position_ids"][row].tolist() == list(range(width))
+    assert batch["packed"] is False
+    rows = pack(seqs, 4096)
+    assert collate(rows, tokenizer.pad_token_id)["packed"] is True
