@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,9 @@ STAGES = ("read", "scrub", "pairs", "splits")
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from gastown_ft.training.lora import peak_rss_bytes  # VmHWM: the child's own peak, not its parent's
+
+    return peak_rss_bytes() / 2**20
 
 
 def run_stage(stage: str, config: Path) -> dict:

@@ -439,6 +439,15 @@ class _Schedule:
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak RSS. VmHWM, not ru_maxrss: after fork+exec Linux carries the parent's
+    ru_maxrss into the child, so a training process started from a big one would report the parent."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
 
 

@@ -210,6 +210,4 @@ def test_estimate_is_within_30_percent_of_the_measured_peak_rss(tmp_path):
             f"{r['name']}: estimated {r['estimate'] / MB:,.0f} MB, measured peak RSS {r['measured'] / MB:,.0f} MB"
             f" (x{ratio:.2f}); {r['tokens_per_s']:,.0f} tokens/s measured, {r['estimated_tokens_per_s']:,.0f} estimated"
         )
-        # Usually within 10% on a quiet machine (see the closing note and bench/train.py); glibc's
-        # retention of freed temporaries varies run to run, once measured at 2x under heavy load.
-        assert 0.45 <= ratio <= 1.6, r
+        assert 0.7 <= ratio <= 1.3, r
