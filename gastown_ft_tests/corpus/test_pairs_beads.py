@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gastown_ft.config import TownConfig
 from gastown_ft.corpus.beads import read_beads, render_bead
-from gastown_ft.corpus.documents import Document, ReadLog, documents_to_table
+from gastown_ft.corpus.documents import Document, documents_to_table
 from gastown_ft.corpus.examples import BASH_TOOL, ROLE_DESCRIPTIONS, example_id
 from gastown_ft.corpus.grammar import validate_command
 from gastown_ft.corpus.pairs_beads import (
@@ -21,8 +20,7 @@ from gastown_ft.corpus.pairs_beads import (
     dq,
     first_paragraph,
 )
-from gastown_ft.corpus.scan import TownScan
-from gastown_ft_tests.corpus.helpers import commands
+from gastown_ft_tests.corpus.helpers import commands, source_rows
 
 COMMAND_PATHS = {
     "bead_create": {"bd create"},
@@ -340,8 +338,7 @@ def test_deterministic(ledger_rows):
 
 
 def bead_rows(root: Path, projects: Path) -> list[dict]:
-    docs = list(read_beads(TownScan(TownConfig(root=root, claude_projects_dir=projects)), ReadLog()))
-    return documents_to_table(docs).to_pylist()
+    return source_rows(read_beads, root, projects)
 
 
 def test_demo_town(demo_town):

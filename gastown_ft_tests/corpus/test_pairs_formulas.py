@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gastown_ft.config import TownConfig
-from gastown_ft.corpus.documents import Document, ReadLog, documents_to_table
+from gastown_ft.corpus.documents import Document, documents_to_table
 from gastown_ft.corpus.examples import BASH_TOOL, ROLE_DESCRIPTIONS, example_id
 from gastown_ft.corpus.formulas import parse_formula, read_formulas
 from gastown_ft.corpus.grammar import validate_command
@@ -22,8 +21,7 @@ from gastown_ft.corpus.pairs_formulas import (
     pour_command,
     topo_order,
 )
-from gastown_ft.corpus.scan import TownScan
-from gastown_ft_tests.corpus.helpers import commands
+from gastown_ft_tests.corpus.helpers import commands, source_rows
 
 DIAMOND = """
 formula = "mol-polecat-diamond"
@@ -454,8 +452,7 @@ def test_deterministic(rows):
 
 
 def formula_rows(root: Path, projects: Path) -> list[dict]:
-    docs = list(read_formulas(TownScan(TownConfig(root=root, claude_projects_dir=projects)), ReadLog()))
-    return documents_to_table(docs).to_pylist()
+    return source_rows(read_formulas, root, projects)
 
 
 def test_demo_town(demo_town):

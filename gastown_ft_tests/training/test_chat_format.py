@@ -1,45 +1,20 @@
 from __future__ import annotations
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from gastown_ft.corpus.examples import BASH_TOOL, assistant, tool_call, tool_result, user
 from gastown_ft.training.chat_format import (
-    BOS,
-    CHAT_TEMPLATE,
-    EOS,
-    PAD,
-    SPECIAL_TOKENS,
     TURN_END,
     TURN_START,
-    UNK,
     render,
     render_segments,
 )
+from gastown_ft.training.tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    tok = Tokenizer(models.BPE(unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(["gt done bd create polecat"] * 10, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        additional_special_tokens=[TURN_START, TURN_END],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    return train_tokenizer(["gt done bd create polecat"] * 10, 300)
 
 
 CONVERSATIONS = [

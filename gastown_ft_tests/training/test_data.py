@@ -9,20 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from gastown_ft.corpus.examples import BASH_TOOL, assistant, make_example, tool_call, tool_result, user
 from gastown_ft.corpus.splits import example_from_record, example_to_record
 from gastown_ft.training.chat_format import (
-    BOS,
-    CHAT_TEMPLATE,
-    EOS,
-    PAD,
-    SPECIAL_TOKENS,
     TURN_END,
-    TURN_START,
-    UNK,
     render,
 )
 from gastown_ft.training.data import (
@@ -35,6 +27,7 @@ from gastown_ft.training.data import (
     pack,
     piecewise_matches_full_text,
 )
+from gastown_ft.training.tokenizer import train_tokenizer
 
 # --- shared helpers ------------------------------------------------------------------------------
 
@@ -67,25 +60,8 @@ def corpus_texts() -> list[str]:
 
 
 def make_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE(unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(corpus_texts(), trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
-        additional_special_tokens=[TURN_START, TURN_END],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    """The project's own tokenizer, trained on a few rendered chats."""
+    return train_tokenizer(corpus_texts(), vocab_size)
 
 
 def save_tiny_model(
