@@ -46,6 +46,11 @@ def _settings(config: Path | None = None):
     return load_settings(config or _state["config"])
 
 
+def settings_for_command(config: Path | None = None):
+    """The settings in force for a command (its own --config, else the global one, else the defaults)."""
+    return _settings(config)
+
+
 @app.command()
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the file.")] = Path("gastown-ft.toml"),
@@ -220,6 +225,11 @@ def ui(host: str = "127.0.0.1", port: int = 3000) -> None:
     prepare_dagster_home(settings)
     console.print(f"Dagster UI on http://{host}:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     raise typer.Exit(run_dagster_dev(host, port))
+
+
+from gastown_ft.commands import register_all  # noqa: E402  (after app and console exist)
+
+register_all(app)
 
 
 def main() -> None:

@@ -150,12 +150,39 @@ class TrainingConfig(_Section):
     threads: int | None = Field(None, ge=1, description="torch threads; default: all cores.")
 
 
+class EvaluationConfig(_Section):
+    """Base against tuned: held-out loss, the Gas Town task suite, patrol suites, the general-text guard.
+
+    (Owned by the evaluation work: fields are added here.)"""
+
+
+class ExportConfig(_Section):
+    """Merged safetensors, GGUF, Ollama Modelfile, model card, registry. (Owned by the export work.)"""
+
+
+class ServeConfig(_Section):
+    """`gastown-ft serve`: the OpenAI-compatible endpoint. (Owned by the serve work.)"""
+
+
+class AutomationConfig(_Section):
+    """Sensors, schedules, retrain threshold. (Owned by the automation work.)"""
+
+
+class SwarmConfig(_Section):
+    """Collaborative training with hivemind. (Owned by the swarm work.)"""
+
+
 class Settings(_Section):
     town: TownConfig = Field(default_factory=TownConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     dagster: DagsterConfig = Field(default_factory=DagsterConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    automation: AutomationConfig = Field(default_factory=AutomationConfig)
+    swarm: SwarmConfig = Field(default_factory=SwarmConfig)
     config_path: Path | None = Field(None, exclude=True, description="The file these came from.")
 
     def resolved(self, base: Path) -> Settings:

@@ -43,3 +43,24 @@ from gastown_ft_tests.pg_fixture import postgres  # noqa: E402,F401  (session fi
 
 # Tests make many throwaway Dagster instances; none of them phones home.
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    """The demo town materialized through `lora_adapter` with the tiny model, once per session.
+
+    Yields (settings, instance, town). Tests may materialize further assets on this instance, but must
+    not change its town or artifacts in place (copy them first)."""
+    from dagster import DagsterInstance
+
+    from gastown_ft.demo.town import build_demo_town
+    from gastown_ft.orchestrate import asset_names_through, materialize_assets
+    from gastown_ft_tests.tiny import tiny_settings
+
+    work = tmp_path_factory.mktemp("tiny_trained")
+    town = build_demo_town(work / "demo", seed=7)
+    settings = tiny_settings(work, town)
+    with DagsterInstance.local_temp(str(settings.dagster.home)) as instance:
+        result = materialize_assets(settings, instance, asset_names_through("lora_adapter"))
+        assert result.success, [e.message for e in result.all_events if e.is_step_failure]
+        yield settings, instance, town

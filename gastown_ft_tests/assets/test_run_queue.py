@@ -16,7 +16,7 @@ import pytest
 from dagster import DagsterInstance
 
 from gastown_ft.orchestrate import asset_names_through, materialize_assets
-from gastown_ft_tests.assets.test_training import tiny_settings
+from gastown_ft_tests.tiny import tiny_settings
 
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 

@@ -1,0 +1,5 @@
+"""(placeholder: filled by the evaluate work)"""
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""(placeholder: filled by the models work)"""
+
+
+def register(app) -> None:
+    pass

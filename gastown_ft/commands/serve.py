@@ -1,0 +1,5 @@
+"""(placeholder: filled by the serve work)"""
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,1 @@
+"""(package filled by its issue)"""
