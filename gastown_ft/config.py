@@ -88,6 +88,11 @@ class CorpusConfig(_Section):
     split_seed: str = Field(
         "gastown-ft-v1", description="Changing it reshuffles every split: don't, casually."
     )
+    reuse: bool = Field(
+        True,
+        description="Reuse earlier read, scrub and pair results of unchanged content (under "
+        "<artifacts>/cache); false rebuilds every stage from scratch.",
+    )
 
     @field_validator("split_ratios")
     @classmethod
@@ -148,28 +153,233 @@ class TrainingConfig(_Section):
         None, ge=64, description="Refuse to train above this estimated peak; default: available memory."
     )
     threads: int | None = Field(None, ge=1, description="torch threads; default: all cores.")
+    backend: Literal["local", "hivemind"] = Field(
+        "local",
+        description='"local": train on this machine; "hivemind": train one adapter together with other '
+        "machines (this run is the first peer, others join with `gastown-ft peer join`; see [swarm]).",
+    )
 
 
 class EvaluationConfig(_Section):
-    """Base against tuned: held-out loss, the Gas Town task suite, patrol suites, the general-text guard.
+    """Base against tuned: held-out loss, the Gas Town task suite, patrol suites, the general-text guard."""
 
-    (Owned by the evaluation work: fields are added here.)"""
+    max_cases_per_task: int = Field(
+        8, ge=1, description="Task-suite cases per task, spread evenly over the test split."
+    )
+    heldout_max_per_task: int = Field(
+        64, ge=1, description="Test examples per task for the held-out loss and perplexity."
+    )
+    max_new_tokens: int = Field(
+        256,
+        ge=8,
+        description="Generation budget of a task-suite answer (each case gets 1.25x its reference, at most this).",
+    )
+    batch_size: int = Field(8, ge=1, description="Prompts generated (and sequences scored) together.")
+    suite_tolerance: float = Field(
+        0.0,
+        ge=-1,
+        le=1,
+        description="How far (absolute, 0-1) the tuned model's suite scores may fall below the base's "
+        "before the check fails; negative demands an improvement of that size.",
+    )
+    guard_max_ppl_ratio: float = Field(
+        1.10,
+        gt=0,
+        description="The tuned model's general-text perplexity may be at most this times the base's.",
+    )
+    guard_docstrings: int = Field(
+        48, ge=1, description="Python standard-library docstrings in the general-text sample."
+    )
+    guard_max_tokens: int = Field(256, ge=16, description="Tokens scored per docstring (the rest is cut).")
+    patrol_suites: list[Path] = Field(
+        default_factory=list,
+        description="promptfoo suites (config, directory or test file) also run by eval_report; "
+        "relative paths are read against the config file's directory.",
+    )
+    patrol_max_cases: int | None = Field(
+        None, ge=1, description="At most this many cases per patrol suite (evenly spread); default all."
+    )
+    patrol_max_new_tokens: int = Field(128, ge=8, description="Generation budget of a patrol decision.")
 
 
 class ExportConfig(_Section):
     """Merged safetensors, GGUF, Ollama Modelfile, model card, registry. (Owned by the export work.)"""
 
+    merged_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the merged safetensors; auto: the base model's own."
+    )
+    gguf: bool = Field(True, description="Also write a GGUF file for llama.cpp and Ollama (LLaMA models only).")
+    gguf_dtype: Literal["f16", "f32"] = Field(
+        "f16", description="GGUF weights: f16 (half the size) or f32 (exact copy of the merged weights)."
+    )
+    ollama_name: str = Field(
+        "gastown-ft", min_length=1, description="Model name the Ollama Modelfile is meant for (`ollama create`)."
+    )
+    keep_versions: int = Field(5, ge=1, description="Exported versions the registry keeps; older ones are pruned.")
+
 
 class ServeConfig(_Section):
-    """`gastown-ft serve`: the OpenAI-compatible endpoint. (Owned by the serve work.)"""
+    """`gastown-ft serve`: the OpenAI-compatible endpoint for the promoted model version."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on; loopback keeps it on this machine.")
+    port: int = Field(8000, ge=1, le=65535)
+    model_name: str = Field(
+        "gastown-ft",
+        min_length=1,
+        description="The model id clients ask for; it stays the same across promotions and rollbacks.",
+    )
+    max_tokens: int = Field(512, ge=1, description="Reply length when a request sets no max_tokens.")
+    temperature: float = Field(
+        0.0, ge=0, le=2, description="When a request sets none: 0 is greedy (the same answer every time)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU when there is one.")
+    threads: int | None = Field(None, ge=1, description="torch threads on CPU; default: all cores.")
+    follow_promotions: bool = Field(
+        True, description="Switch to a newly promoted (or rolled back) version without a restart."
+    )
 
 
 class AutomationConfig(_Section):
-    """Sensors, schedules, retrain threshold. (Owned by the automation work.)"""
+    """Sensors, schedules, retrain threshold: which automation starts switched on, and how often it looks.
+
+    The switches set each sensor's and schedule's *default* status; once an operator starts or stops
+    one in the UI (or with `dagster sensor start/stop`), the instance remembers that choice instead.
+    """
+
+    rig_heads_sensor: bool = Field(
+        True, description="Rebuild a rig's sources when its git HEAD moves (new commit, branch switch)."
+    )
+    formulas_sensor: bool = Field(
+        True, description="Rebuild raw_formulas when a formula file is added, changed or removed."
+    )
+    beads_sensor: bool = Field(True, description="Rebuild raw_beads when a beads export or backup changes.")
+    transcripts_sensor: bool = Field(
+        True, description="Rebuild raw_transcripts when a session transcript is new or has grown."
+    )
+    retrain_sensor: bool = Field(
+        False, description="Retrain when the corpus changed by at least retrain_threshold (CPU-heavy)."
+    )
+    corpus_refresh_schedule: bool = Field(
+        True, description="Rebuild every source and corpus stage on corpus_refresh_cron."
+    )
+    retrain_schedule: bool = Field(
+        False, description="Retrain on retrain_cron when the corpus changed at all since the last adapter."
+    )
+    sensor_interval_seconds: int = Field(
+        60, ge=1, description="How often the git HEAD, formula and beads sensors look."
+    )
+    transcripts_interval_seconds: int = Field(
+        300, ge=1, description="How often the transcripts sensor looks (transcripts grow all day)."
+    )
+    transcript_quiet_seconds: int = Field(
+        120,
+        ge=0,
+        description="A transcript counts once it has not been written for this long (a live session "
+        "would otherwise trigger a rebuild on every look).",
+    )
+    retrain_threshold: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Fraction of the corpus (corpus_change_fraction, added up since the adapter was "
+        "trained) that starts a retrain.",
+    )
+    corpus_refresh_cron: str = Field("0 3 * * *", description="When the corpus refresh runs (cron).")
+    retrain_cron: str = Field("0 4 * * 0", description="When the retrain schedule runs (cron).")
+    timezone: str = Field("UTC", description="Time zone of the two cron expressions, e.g. Europe/Berlin.")
+
+    @field_validator("corpus_refresh_cron", "retrain_cron")
+    @classmethod
+    def _five_field_cron(cls, v: str) -> str:
+        from gastown_ft.automation.cron import cron_problem
+
+        problem = cron_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not a known IANA time zone (e.g. UTC, Europe/Berlin)") from None
+        return v
 
 
 class SwarmConfig(_Section):
-    """Collaborative training with hivemind. (Owned by the swarm work.)"""
+    """Collaborative training with hivemind (`training.backend = "hivemind"`, `gastown-ft peer join`).
+
+    The defaults suit machines on an ordinary, slow network (tens of Mbit/s, 50-200 ms): generous
+    matchmaking and timeouts, gradients sent as float16."""
+
+    key_file: Path = Field(
+        Path(".gastown-ft/swarm.key"),
+        description="The shared swarm key (`gastown-ft peer keygen`), the same file on every machine; "
+        "relative to the config file. $GASTOWN_FT_SWARM_KEY (hex) overrides it.",
+    )
+    run_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Name of the swarm run; default: derived from the training plan and the Dagster run.",
+    )
+    listen_host: str = Field("0.0.0.0", description="Address to listen on (0.0.0.0: every interface).")
+    listen_port: int = Field(
+        31337,
+        ge=0,
+        le=65535,
+        description="TCP port to listen on; open it in the firewall (0: any free port).",
+    )
+    announce_maddrs: list[str] = Field(
+        default_factory=list,
+        description="Addresses others should dial, e.g. /ip4/203.0.113.5/tcp/31337 behind port forwarding.",
+    )
+    initial_peers: list[str] = Field(
+        default_factory=list, description="Multiaddrs of peers already in the swarm (for `peer join`)."
+    )
+    client_mode: bool = Field(
+        False,
+        description="Behind NAT with no port forwarding: only dial out. Such a peer trains and averages "
+        "but serves nobody, so at least one peer must be reachable.",
+    )
+    identity_file: Path | None = Field(
+        None, description="Private key file that keeps this machine's peer id across restarts."
+    )
+    min_peers: int = Field(
+        2, ge=1, description="Start barrier: wait for this many peers (the first included) before training."
+    )
+    start_timeout_s: float = Field(
+        600.0, gt=0, description="Stop waiting at the barrier after this long and train with who is there."
+    )
+    join_timeout_s: float = Field(60.0, gt=0, description="How long `peer join` looks for the run.")
+    target_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Sequences the whole swarm gathers per optimizer step; default: training.batch_size x "
+        "grad_accum, so the swarm takes the same steps as one machine would, just sooner.",
+    )
+    matchmaking_time: float = Field(5.0, gt=0, description="Seconds to gather a group before averaging.")
+    averaging_timeout: float = Field(60.0, gt=0, description="Give up an averaging round after this long.")
+    next_chunk_timeout: float = Field(
+        30.0, gt=0, description="Drop a peer that sends no part of a tensor for this long."
+    )
+    request_timeout: float = Field(
+        3.0, gt=0, description="Wait this long for a would-be group leader (at most matchmaking_time / 2)."
+    )
+    load_state_timeout: float = Field(120.0, gt=0, description="Downloading the state from a peer.")
+    compression: Literal["none", "float16", "uniform8bit"] = Field(
+        "float16",
+        description="How gradients and parameters travel: float16 halves the bytes, 8-bit quarters.",
+    )
+    average_state_every: int = Field(
+        1, ge=1, description="Average the adapter weights every N steps (gradients are averaged every step)."
+    )
+    peer_expiration_s: float = Field(
+        30.0, gt=0, description="A peer that stops reporting progress is forgotten after this long."
+    )
 
 
 class Settings(_Section):

@@ -198,7 +198,27 @@ def lora_adapter(
         raise Failure(description=str(e)) from None
     # One directory per plan: a rerun of the same plan resumes from its last checkpoint.
     out_dir = store.root / "training" / "runs" / plan.fingerprint[:16]
-    result = train_lora(plan, out_dir, resume=True, progress=_ProgressLog(context, "lora", progress_sink))
+    swarm = None
+    if cfg.training.backend == "hivemind":
+        # This run is the swarm's first peer; it logs the command the other machines join with.
+        from gastown_ft.swarm.session import run_first_peer
+
+        try:
+            outcome = run_first_peer(
+                cfg,
+                plan,
+                model_fingerprint(resolved.path),
+                version,
+                out_dir,
+                context.run_id,
+                log=context.log.info,
+                progress=_ProgressLog(context, "lora (swarm)", progress_sink),
+            )
+        except GastownFTError as e:
+            raise Failure(description=str(e)) from None
+        result, swarm = outcome.train, outcome.swarm
+    else:
+        result = train_lora(plan, out_dir, resume=True, progress=_ProgressLog(context, "lora", progress_sink))
     if result.status != "completed":
         raise Failure(
             description=f"training {result.status} at step {result.steps_done}/{result.total_steps}; "
@@ -220,7 +240,14 @@ def lora_adapter(
         "seed": cfg.training.seed,
         "run_id": context.run_id,
         "plan_fingerprint": plan.fingerprint,
+        "backend": cfg.training.backend,
     }
+    if swarm is not None:
+        provenance["swarm"] = {
+            "run_id": swarm.run_id,
+            "peers_seen": swarm.peers_seen,
+            "members": swarm.members,
+        }
     (out_dir / "provenance.json").write_text(json.dumps(provenance, indent=2))
     final_val = result.val_loss[-1][1] if result.val_loss else None
     first_val = result.val_loss[0][1] if result.val_loss else None
@@ -250,8 +277,26 @@ def lora_adapter(
             "provenance": MetadataValue.json(provenance),
             "path": MetadataValue.path(str(result.adapter_dir)),
             "plot": MetadataValue.md(f"![loss curves]({plot.as_uri()})"),
+            **(_swarm_metadata(swarm) if swarm is not None else {}),
         }
     )
+
+
+def _swarm_metadata(swarm) -> dict:
+    """What the swarm cost and who took part: bytes a round against the full model, round times."""
+    d = swarm.to_dict()
+    return {
+        "swarm_run_id": MetadataValue.text(swarm.run_id),
+        "swarm_peers_seen": MetadataValue.int(swarm.peers_seen),
+        "swarm_members": MetadataValue.int(swarm.members),
+        "swarm_rounds": MetadataValue.int(swarm.rounds),
+        "swarm_mean_round_seconds": MetadataValue.float(round(d["mean_round_seconds"] or 0.0, 3)),
+        "swarm_bytes_per_round": MetadataValue.int(swarm.grad_bytes_per_round),
+        "swarm_sent_bytes_per_round": MetadataValue.int(d["sent_bytes_per_round"]),
+        "swarm_full_model_bytes": MetadataValue.int(swarm.full_model_bytes),
+        "swarm_samples_here": MetadataValue.int(swarm.samples),
+        "swarm": MetadataValue.json(d),
+    }
 
 
 train_job = define_asset_job(

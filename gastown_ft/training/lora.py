@@ -371,9 +371,12 @@ def _file_digest(path: Path, h) -> None:
 
 def _fingerprint(base_model_dir: Path, cfg: TrainingConfig, rows: list[dict[str, list[int]]]) -> str:
     """What a checkpoint must share with the run resuming it: the config that shapes the updates
-    (not checkpoint_every, the memory budget or threads), the base model's files, and the data."""
+    (not checkpoint_every, the memory budget, threads or the backend), the base model's files, and the
+    data."""
     h = hashlib.sha256()
-    shaping = cfg.model_dump(exclude={"checkpoint_every", "memory_budget_mb", "threads", "allow_network"})
+    shaping = cfg.model_dump(
+        exclude={"checkpoint_every", "memory_budget_mb", "threads", "allow_network", "backend"}
+    )
     h.update(json.dumps(shaping, sort_keys=True, default=str).encode())
     for p in sorted(base_model_dir.iterdir()):
         if p.is_file() and (p.suffix in (".json", ".safetensors", ".bin", ".model", ".jinja")):

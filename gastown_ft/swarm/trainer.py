@@ -1,0 +1,363 @@
+"""The hivemind backend: the same model, data and loss as `training.lora`, trained by several peers.
+
+Each peer runs micro-batches of its own shuffled order of the train split; `hivemind.Optimizer` (gated
+by the swarm key, see `averagers.py`) sums their samples until the swarm reaches `target_batch_size`,
+then averages the gradients of the LoRA parameters only, takes one AdamW step on every peer and, every
+`average_state_every` steps, averages the LoRA weights too. One such swarm step is one optimizer step
+of the plan, so the swarm takes the plan's steps; the more peers, the sooner.
+
+Peer lifecycle: start the DHT (admitted with the swarm key); the first peer publishes the run manifest,
+a joining one checks its own against it; announce membership; wait at the start barrier; build the
+model; a joining peer loads the current state from the others; train; save the adapter. A peer that
+dies is dropped by the others after the averaging timeouts; the run goes on without it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from gastown_ft.config import SwarmConfig
+from gastown_ft.errors import GastownFTError
+from gastown_ft.swarm.keys import SwarmKey
+from gastown_ft.swarm.manifest import RunManifest, check_compatible, fetch_manifest, publish_manifest
+from gastown_ft.swarm.members import announce, listed, wait_for_peers
+from gastown_ft.swarm.network import start_dht, visible_maddrs
+from gastown_ft.training.data import IGNORE_INDEX, collate
+from gastown_ft.training.lora import (
+    ADAPTER,
+    MAX_GRAD_NORM,
+    STATE_FILE,
+    TrainingPlan,
+    TrainResult,
+    _atomic_write_json,
+    _fsync_tree,
+    _prepare_model,
+    _replace_dir,
+    _Schedule,
+    _seed_everything,
+    _token_loss_sum,
+    evaluate_loss,
+    peak_rss_bytes,
+)
+
+
+def target_batch_size(plan: TrainingPlan, cfg: SwarmConfig) -> int:
+    return cfg.target_batch_size or plan.cfg.batch_size * plan.cfg.grad_accum
+
+
+def make_manifest(
+    plan: TrainingPlan, cfg: SwarmConfig, run_id: str, corpus_version: str, base_model_fp: str
+) -> RunManifest:
+    from gastown_ft.provenance import project_version
+
+    return RunManifest(
+        run_id=run_id,
+        corpus_version=corpus_version,
+        base_model=base_model_fp,
+        plan=plan.fingerprint,
+        project=str(project_version()),
+        target_batch_size=target_batch_size(plan, cfg),
+        total_steps=plan.total_steps,
+        compression=cfg.compression,
+        average_state_every=cfg.average_state_every,
+    )
+
+
+def compressions(name: str):
+    """(gradients, weights) compression. 8-bit suits gradients only: weights go as float16 then."""
+    from hivemind.compression import Float16Compression, NoCompression, Uniform8BitQuantization
+
+    if name == "none":
+        return NoCompression(), NoCompression()
+    if name == "uniform8bit":
+        return Uniform8BitQuantization(), Float16Compression()
+    return Float16Compression(), Float16Compression()
+
+
+def payload_bytes(tensors, compression) -> int:
+    """Bytes of `tensors` as they travel (serialized after compression)."""
+    from hivemind.compression import CompressionInfo
+
+    return sum(compression.compress(t.detach(), CompressionInfo.from_tensor(t)).ByteSize() for t in tensors)
+
+
+@dataclass
+class SwarmStats:
+    run_id: str
+    peer_id: str
+    maddrs: list[str]
+    first: bool
+    peers_at_start: int = 0
+    peers_seen: int = 0  # most peers the progress tracker counted at once
+    members: int = 0  # peers that ever announced themselves in this run
+    rounds: int = 0  # swarm steps this peer took part in (not those it loaded)
+    round_seconds: list[float] = field(default_factory=list)  # wall time of each step call that averaged
+    samples: int = 0  # sequences this peer trained on
+    samples_per_s: float = 0.0
+    loaded_state_at_step: int | None = None
+    grad_bytes_per_round: int = 0  # the averaged gradient tensors, compressed
+    state_bytes_per_round: int = 0  # the averaged LoRA weights, compressed (every average_state_every)
+    trainable_bytes: int = 0  # the LoRA parameters in float32
+    full_model_bytes: int = 0  # every parameter of the model in float32
+    compression: str = "float16"
+
+    def sent_bytes_per_round(self, n_peers: int | None = None) -> int:
+        """Bytes one peer sends in a round of butterfly all-reduce among n peers: its payload split in n
+        parts, n-1 of them sent out, and its averaged part sent back to n-1 peers: 2(n-1)/n x payload."""
+        n = max(1, n_peers or self.peers_seen or 1)
+        return int(2 * (n - 1) / n * self.grad_bytes_per_round)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["sent_bytes_per_round"] = self.sent_bytes_per_round()
+        d["mean_round_seconds"] = (
+            sum(self.round_seconds) / len(self.round_seconds) if self.round_seconds else None
+        )
+        return d
+
+
+@dataclass
+class SwarmResult:
+    train: TrainResult
+    swarm: SwarmStats
+
+
+def train_swarm(
+    plan: TrainingPlan,
+    out_dir: str | os.PathLike,
+    cfg: SwarmConfig,
+    *,
+    key: SwarmKey,
+    manifest: RunManifest,
+    first: bool,
+    initial_peers: list[str] | None = None,
+    identity_file: Path | None = None,
+    on_listening: Callable[[list[str]], None] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SwarmResult:
+    """Train the adapter of `plan` as one peer of the swarm run `manifest.run_id` (module docstring)."""
+    import torch
+
+    plan.check_budget()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda _m: None)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(plan.cfg.threads or len(os.sched_getaffinity(0)) or 1)
+    dht = start_dht(
+        cfg, key, list(initial_peers if initial_peers is not None else cfg.initial_peers), identity_file
+    )
+    opt = None
+    try:
+        stats = SwarmStats(
+            run_id=manifest.run_id,
+            peer_id=str(dht.peer_id),
+            maddrs=visible_maddrs(dht),
+            first=first,
+            compression=cfg.compression,
+        )
+        if on_listening is not None:
+            on_listening(stats.maddrs)
+        _agree_on_manifest(dht, key, manifest, first, cfg.join_timeout_s)
+        announce(dht, key, manifest.run_id, "members")  # before any averager RPC: the gates check it
+        opt, model, params = _build(plan, cfg, dht, key, manifest)
+        grad_c, state_c = compressions(cfg.compression)
+        stats.grad_bytes_per_round = payload_bytes(params, grad_c)
+        stats.state_bytes_per_round = payload_bytes(params, state_c)
+        stats.trainable_bytes = sum(p.numel() * 4 for p in params)
+        stats.full_model_bytes = sum(p.numel() * 4 for p in model.parameters())
+        if not first:
+            opt.load_state_from_peers()
+            stats.loaded_state_at_step = opt.local_epoch
+            say(f"loaded the swarm's state at step {opt.local_epoch}")
+        announce(dht, key, manifest.run_id, "ready")
+        stats.peers_at_start = wait_for_peers(
+            dht, key, manifest.run_id, cfg.min_peers, cfg.start_timeout_s, should_stop=should_stop, log=say
+        )
+        stats.members = len(listed(dht, key, manifest.run_id, "members"))
+        say(f"{stats.peers_at_start} peer(s) ready in run {manifest.run_id}; training")
+        result = _train(plan, out_dir, opt, model, params, stats, first, progress, should_stop)
+        return SwarmResult(result, stats)
+    finally:
+        if opt is not None:
+            try:
+                opt.shutdown()
+            except Exception as e:  # a failed goodbye must not hide the run's own outcome
+                say(f"swarm optimizer shutdown: {e}")
+        dht.shutdown()
+        torch.set_num_threads(previous_threads)
+
+
+def _agree_on_manifest(dht, key: SwarmKey, manifest: RunManifest, first: bool, join_timeout_s: float) -> None:
+    if first:
+        existing = fetch_manifest(dht, key, manifest.run_id, timeout_s=0)
+        if existing is not None:  # a restarted first peer, or a run id reused by mistake
+            check_compatible(manifest, existing)
+        else:
+            publish_manifest(dht, key, manifest)
+        return
+    remote = fetch_manifest(dht, key, manifest.run_id, timeout_s=join_timeout_s)
+    if remote is None:
+        raise GastownFTError(
+            f"no run {manifest.run_id} in this swarm (looked for {join_timeout_s:.0f} s)",
+            hint="copy the run id that the first machine printed; it is still running?",
+        )
+    check_compatible(manifest, remote)
+
+
+def _build(plan: TrainingPlan, cfg: SwarmConfig, dht, key: SwarmKey, manifest: RunManifest):
+    import torch
+
+    from gastown_ft.swarm.averagers import SwarmOptimizer
+
+    tcfg = plan.cfg
+    _seed_everything(tcfg.seed)  # every peer starts from the same LoRA initialisation
+    model = _prepare_model(plan)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]  # only these are averaged
+    grad_c, state_c = compressions(cfg.compression)
+    opt = SwarmOptimizer(
+        swarm_key=key,
+        run_id=manifest.run_id,
+        dht=dht,
+        target_batch_size=manifest.target_batch_size,
+        params=params,
+        optimizer=partial(torch.optim.AdamW, lr=tcfg.learning_rate, weight_decay=0.0),
+        scheduler=partial(
+            torch.optim.lr_scheduler.LambdaLR,
+            lr_lambda=_Schedule(plan.total_steps, plan.warmup_steps, tcfg.lr_schedule),
+        ),
+        matchmaking_time=cfg.matchmaking_time,
+        averaging_timeout=cfg.averaging_timeout,
+        allreduce_timeout=cfg.averaging_timeout,
+        next_chunk_timeout=cfg.next_chunk_timeout,
+        load_state_timeout=cfg.load_state_timeout,
+        grad_compression=grad_c,
+        state_averaging_compression=state_c,
+        average_state_every=cfg.average_state_every,
+        # hivemind warns (rare deadlocks) unless a leader answers faster than a group forms.
+        averager_opts={"request_timeout": min(cfg.request_timeout, cfg.matchmaking_time / 2)},
+        tracker_opts={"metadata_expiration": cfg.peer_expiration_s},
+        client_mode=cfg.client_mode,
+    )
+    return opt, model, params
+
+
+def _train(
+    plan, out_dir: Path, opt, model, params, stats: SwarmStats, first, progress, should_stop
+) -> TrainResult:
+    import torch
+
+    cfg = plan.cfg
+    started = time.perf_counter()
+    rows, pad_id = plan.train_sequences, plan.pad_id
+    # Each peer walks its own shuffle of the train split, so peers contribute different examples.
+    rng = random.Random(f"{cfg.seed}:{stats.peer_id}")
+    queue: list[int] = []
+
+    def next_rows() -> list[int]:
+        while len(queue) < cfg.batch_size:
+            order = list(range(len(rows)))
+            rng.shuffle(order)
+            queue.extend(order)
+        taken = queue[: cfg.batch_size]
+        del queue[: cfg.batch_size]
+        return taken
+
+    val_loss: list[tuple[int, float]] = []
+    if first and plan.val_sequences and opt.local_epoch == 0:
+        v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size)
+        if v is not None:
+            val_loss.append((0, v))
+    train_loss: list[float] = []
+    epoch_losses: list[float] = []
+    tokens, status = 0, "completed"
+    loop_start = time.perf_counter()
+    while opt.local_epoch < plan.total_steps:
+        if should_stop is not None and should_stop():
+            status = "cancelled"
+            break
+        batch = collate([rows[i] for i in next_rows()], pad_id)
+        n_trained = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        loss_sum, _n = _token_loss_sum(model, batch)
+        loss = loss_sum / max(1, n_trained)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        epoch_losses.append(float(loss.detach()))
+        tokens += int(batch["attention_mask"].sum())
+        stats.samples += int(batch["input_ids"].shape[0])
+        before, t0 = opt.local_epoch, time.perf_counter()
+        opt.step(batch_size=int(batch["input_ids"].shape[0]))
+        opt.zero_grad()
+        stats.peers_seen = max(stats.peers_seen, opt.tracker.global_progress.num_peers)
+        if opt.local_epoch > before:
+            if opt.local_epoch == before + 1:
+                stats.rounds += 1
+                stats.round_seconds.append(time.perf_counter() - t0)
+            train_loss.append(sum(epoch_losses) / len(epoch_losses))
+            epoch_losses.clear()
+            if progress is not None:
+                elapsed = time.perf_counter() - loop_start
+                done = max(1, opt.local_epoch - (stats.loaded_state_at_step or 0))
+                progress(
+                    {
+                        "step": opt.local_epoch,
+                        "total_steps": plan.total_steps,
+                        "loss": train_loss[-1],
+                        "lr": opt.state_averager.optimizer.param_groups[0]["lr"],
+                        "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+                        "eta_s": (plan.total_steps - opt.local_epoch) * elapsed / done,
+                        "peers": opt.tracker.global_progress.num_peers,
+                    }
+                )
+    # Apply a state averaging still running in the background, so the saved weights are the swarm's.
+    opt.state_averager.step(wait_for_delayed_updates=True)
+    loop_seconds = time.perf_counter() - loop_start
+    stats.samples_per_s = stats.samples / loop_seconds if loop_seconds > 0 else 0.0
+
+    adapter_dir = None
+    steps = min(opt.local_epoch, plan.total_steps)
+    if status == "completed":
+        v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size)
+        if v is not None:
+            val_loss.append((steps, v))
+        adapter_dir = out_dir / ADAPTER
+        staged = out_dir / f".tmp-{ADAPTER}-{uuid.uuid4().hex}"
+        model.save_pretrained(str(staged))
+        _fsync_tree(staged)
+        _replace_dir(staged, adapter_dir)
+    result = TrainResult(
+        status=status,
+        out_dir=out_dir,
+        adapter_dir=adapter_dir,
+        steps_done=steps,
+        total_steps=plan.total_steps,
+        train_loss=train_loss,
+        val_loss=val_loss,
+        tokens_per_s=tokens / loop_seconds if tokens and loop_seconds > 0 else 0.0,
+        peak_rss_bytes=peak_rss_bytes(),
+        estimated_peak_bytes=plan.estimate.peak_bytes,
+        estimated_tokens_per_s=plan.estimate.tokens_per_s,
+        wall_seconds=time.perf_counter() - started,
+        resumed_from_step=stats.loaded_state_at_step,
+        last_checkpoint=None,
+        model=model,
+    )
+    state = result.state()
+    state["backend"] = "hivemind"
+    state["swarm"] = stats.to_dict()
+    state["config"] = cfg.model_dump(mode="json")
+    state["lora"] = plan.lora_kwargs()
+    state["n_trainable"], state["n_total"] = plan.n_trainable, plan.n_total
+    _atomic_write_json(out_dir / STATE_FILE, state)
+    return result
