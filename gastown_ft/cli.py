@@ -261,4 +261,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run through the importable module so that command modules share its state (--config, --debug).
+    from gastown_ft.cli import main as _main
+
+    _main()
