@@ -200,6 +200,9 @@ class EvaluationConfig(_Section):
         None, ge=1, description="At most this many cases per patrol suite (evenly spread); default all."
     )
     patrol_max_new_tokens: int = Field(128, ge=8, description="Generation budget of a patrol decision.")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads while evaluating; default: 1 for models under 200M parameters."
+    )
 
 
 class ExportConfig(_Section):
@@ -291,7 +294,7 @@ class AutomationConfig(_Section):
     @field_validator("corpus_refresh_cron", "retrain_cron")
     @classmethod
     def _five_field_cron(cls, v: str) -> str:
-        from gastown_ft.automation.cron import cron_problem
+        from gastown_ft.automation.cron import cron_problem  # (no Dagster import: the CLI stays quick)
 
         problem = cron_problem(v)
         if problem:
