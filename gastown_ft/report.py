@@ -3,6 +3,8 @@ kind, quarantine by reason, and the asset checks."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -79,11 +81,43 @@ def detail_lines(state: dict[str, dict[str, Any]]) -> list[str]:
             f"[bold]base model[/bold]: {base.get('name')} ({base.get('source')}), "
             f"{str(base.get('fingerprint', ''))[:19]}"
         )
+    lines += _eval_lines(meta.get("eval_report", {}))
+    release = meta.get("exported_model", {})
+    if release:
+        lines.append(
+            f"[bold]export[/bold]: registry version {release.get('version')}"
+            + (" (promoted: `gastown-ft serve` uses it)" if release.get("promoted") else " (not promoted)")
+            + f"; merged safetensors {release.get('merged_path', '')}"
+            + (
+                f"; GGUF {release.get('gguf_path')} ({release.get('gguf_mb')} MiB)"
+                if release.get("gguf_path")
+                else ""
+            )
+            + (f"; Modelfile {release.get('modelfile_path')}" if release.get("modelfile_path") else "")
+        )
     lines.append(
         _counts_line("redactions by kind", meta.get("scrubbed_documents", {}).get("redactions_by_kind"))
     )
     lines.append(_counts_line("quarantine by reason", meta.get("quarantine", {}).get("by_reason")))
     return [ln for ln in lines if ln]
+
+
+def _eval_lines(meta: dict[str, Any]) -> list[str]:
+    """Base against tuned on the headline metrics (per-task ones are in the report)."""
+    if not meta.get("results_path"):
+        return []
+    try:
+        results = json.loads(Path(str(meta["results_path"])).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [f"[bold]evaluation[/bold]: results unreadable at {meta['results_path']}"]
+    verdict = "[green]passed[/green]" if results.get("passed") else "[red]FAILED[/red]"
+    lines = [
+        f"[bold]evaluation[/bold] (base -> tuned, test split): {verdict}; report {meta.get('report_path', '')}"
+    ]
+    for name, v in (results.get("metrics") or {}).items():
+        if "/" not in name:
+            lines.append(f"  {name:<32} {v['base']:>10.4f} -> {v['tuned']:.4f}")
+    return lines
 
 
 def print_state(

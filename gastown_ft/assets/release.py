@@ -1,3 +1,115 @@
-"""Release assets (group `release`): placeholder until the export work fills it."""
+"""Release asset (group `release`): `exported_model`, the tuned model as a registered version.
 
-release_assets: list = []
+Runs after `eval_report`, whose blocking check stops it when the tuned model is worse than the base.
+Run on its own it refuses too, from the evaluation's results.json: no export without a passing eval.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, MetadataValue, asset
+
+from gastown_ft.artifacts import ArtifactStore
+from gastown_ft.corpus.splits import SPLITS
+from gastown_ft.errors import GastownFTError
+from gastown_ft.resources import GastownSettings
+
+
+def _latest_metadata(context: AssetExecutionContext, name: str) -> dict:
+    event = context.instance.get_latest_materialization_event(AssetKey(name))
+    if not event or not event.asset_materialization:
+        raise Failure(description=f"{name} has not been materialized: nothing to export")
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def _corpus_summary(store: ArtifactStore, version: str | None) -> dict:
+    splits, tasks = {}, {}
+    for split in SPLITS:
+        path = store.root / "corpus" / "splits" / "data" / f"{split}.parquet"
+        if path.exists():
+            col = pq.read_table(path, columns=["task"]).column(0).to_pylist()
+            splits[split] = len(col)
+            for t in col:
+                tasks[t] = tasks.get(t, 0) + 1
+    return {"version": version, "splits": splits, "tasks": dict(sorted(tasks.items(), key=lambda kv: -kv[1]))}
+
+
+@asset(
+    group_name="release",
+    kinds={"python", "safetensors", "gguf"},
+    deps=[AssetKey("eval_report")],
+    description="The tuned model released: merged safetensors (Hugging Face layout, tokenizer, chat "
+    "template, stop tokens), a GGUF for llama.cpp, an Ollama Modelfile and a model card, registered as "
+    "the next version; promoted (what `gastown-ft serve` uses) when its evaluation passed.",
+)
+def exported_model(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
+    from gastown_ft.evaluation.report import load_eval_results
+    from gastown_ft.export.bundle import build_release_bundle
+    from gastown_ft.export.registry import Registry, registry_root
+
+    cfg = settings.load()
+    store = settings.store()
+    ev_meta = _latest_metadata(context, "eval_report")
+    try:
+        results = load_eval_results(ev_meta["results_path"])
+        if not results.get("passed"):
+            raise GastownFTError(
+                f"the evaluation did not pass ({(results.get('decision') or {}).get('summary')}): "
+                "nothing is exported",
+                hint=f"see {results.get('report_path')}",
+            )
+        adapter = Path(ev_meta["adapter_path"])
+        base = Path(ev_meta["base_model_path"])
+        provenance = json.loads((adapter.parent / "provenance.json").read_text())
+        staging = store.root / "release" / f"staging-{context.run.run_id[:8]}"
+        shutil.rmtree(staging, ignore_errors=True)
+        bundle = build_release_bundle(
+            staging,
+            base_dir=base,
+            adapter_dir=adapter,
+            provenance=provenance,
+            eval_results=results,
+            corpus=_corpus_summary(store, provenance.get("corpus_version")),
+            settings=cfg,
+            log=context.log.info,
+        )
+        registry = Registry(registry_root(cfg))
+        version = registry.register(staging, bundle.manifest, move=True)
+        promoted = False
+        if cfg.export.auto_promote:
+            registry.promote(version)
+            promoted = True
+        pruned = registry.prune(cfg.export.keep_versions)
+    except (GastownFTError, OSError) as e:
+        raise Failure(description=str(e)) from None
+    finally:
+        shutil.rmtree(store.root / "release" / f"staging-{context.run.run_id[:8]}", ignore_errors=True)
+    mv = registry.get(version)
+    context.log.info(
+        f"registered {version} at {mv.path}" + ("; promoted: `gastown-ft serve` uses it" if promoted else "")
+    )
+    gguf = bundle.gguf or {}
+    meta = {
+        "version": MetadataValue.text(version),
+        "promoted": MetadataValue.bool(promoted),
+        "registry": MetadataValue.path(str(registry.root)),
+        "path": MetadataValue.path(str(mv.path)),
+        "merged_path": MetadataValue.path(str(mv.bundle_dir / "merged")),
+        "parameters": MetadataValue.int(bundle.merge["parameters"]),
+        "merge_seconds": MetadataValue.float(round(bundle.merge["seconds"], 2)),
+        "pruned_versions": MetadataValue.json(pruned),
+        "card": MetadataValue.md((mv.bundle_dir / "README.md").read_text(encoding="utf-8")),
+    }
+    if gguf:
+        meta.update(
+            gguf_path=MetadataValue.path(str(mv.bundle_dir / "model.gguf")),
+            gguf_mb=MetadataValue.float(round(gguf["bytes"] / 2**20, 2)),
+            gguf_dtype=MetadataValue.text(gguf["dtype"]),
+            modelfile_path=MetadataValue.path(str(mv.bundle_dir / "Modelfile")),
+        )
+    return MaterializeResult(metadata=meta)
+
+
+release_assets: list = [exported_model]

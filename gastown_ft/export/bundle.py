@@ -1,0 +1,110 @@
+"""One release: the merged model, its GGUF and Modelfile, and the model card, in one directory.
+
+The registry takes the directory as the next version (gastown_ft/export/registry.py); this module only
+builds it. Each piece is its own module (merge, gguf, ollama, card); here they are put in order and the
+inputs each needs are gathered from the training run's provenance and the evaluation results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gastown_ft.config import Settings
+
+GGUF_NAME = "model.gguf"
+
+
+@dataclass
+class ReleaseBundle:
+    path: Path
+    manifest: dict[str, Any]
+    merge: dict[str, Any]
+    gguf: dict[str, Any] | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def card_eval_results(results: dict[str, Any]) -> dict[str, Any]:
+    """What the model card shows of an evaluation's results.json."""
+    decision = results.get("decision") or {}
+    return {
+        "metrics": results.get("metrics") or {},
+        "split": "test",
+        "examples": results.get("test_examples"),
+        "passed": results.get("passed"),
+        "gate": decision.get("summary"),
+    }
+
+
+def build_release_bundle(
+    out_dir: Path,
+    *,
+    base_dir: Path,
+    adapter_dir: Path,
+    provenance: dict[str, Any],
+    eval_results: dict[str, Any],
+    corpus: dict[str, Any],
+    settings: Settings,
+    log=lambda _msg: None,
+) -> ReleaseBundle:
+    """Merge, convert and describe one trained adapter into `out_dir` (replaced if it exists)."""
+    from gastown_ft.export.card import write_model_card
+    from gastown_ft.export.gguf import write_gguf
+    from gastown_ft.export.merge import merge_adapter
+    from gastown_ft.export.ollama import context_length, write_modelfile
+
+    cfg = settings.export
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged = merge_adapter(
+        base_dir,
+        adapter_dir,
+        out_dir / "merged",
+        dtype=cfg.merged_dtype,
+        extra={
+            "corpus_version": provenance.get("corpus_version"),
+            "plan_fingerprint": provenance.get("plan_fingerprint"),
+        },
+    )
+    log(
+        f"export: merged {merged.parameters:,} parameters ({merged.changed_tensors} tensors changed) in {merged.seconds:.1f}s"
+    )
+    files = {"merged": merged.path}
+    gguf = None
+    if cfg.gguf:
+        g = write_gguf(merged.path, out_dir / GGUF_NAME, cfg.gguf_dtype, name=cfg.ollama_name)
+        gguf = g.to_dict()
+        files["gguf"] = g.path
+        files["modelfile"] = write_modelfile(out_dir, GGUF_NAME, num_ctx=context_length(merged.path))
+        log(f"export: GGUF {g.dtype} {g.bytes / 2**20:.1f} MiB, {g.tensors} tensors, in {g.seconds:.1f}s")
+    base = provenance.get("base_model") or {}
+    files["card"] = write_model_card(
+        out_dir,
+        base_model=base,
+        corpus=corpus,
+        training_config=provenance.get("config"),
+        eval_results=card_eval_results(eval_results),
+        provenance={
+            k: provenance.get(k) for k in ("run_id", "plan_fingerprint", "project", "seed", "backend")
+        },
+        model_name=cfg.ollama_name,
+        gguf_file=GGUF_NAME if gguf else None,
+        modelfile="Modelfile" if gguf else None,
+        serve_url=f"http://{settings.serve.host}:{settings.serve.port}/v1",
+    )
+    manifest = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "corpus_version": provenance.get("corpus_version"),
+        "base_model": {k: base.get(k) for k in ("name", "source", "fingerprint", "revision")},
+        "plan_fingerprint": provenance.get("plan_fingerprint"),
+        "training_run_id": provenance.get("run_id"),
+        "eval": {
+            "passed": bool(eval_results.get("passed")),
+            "metrics": eval_results.get("metrics") or {},
+            "summary": (eval_results.get("decision") or {}).get("summary"),
+        },
+        "merge": merged.to_dict(),
+        "gguf": gguf,
+    }
+    return ReleaseBundle(path=out_dir, manifest=manifest, merge=merged.to_dict(), gguf=gguf, files=files)
