@@ -45,11 +45,12 @@ def _results(outcomes: list[CheckOutcome]) -> list[AssetCheckResult]:
     "a redaction report by kind and by source.",
 )
 def scrubbed_documents(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
-    s, outcomes = scrub_stage(settings.store())
+    s, outcomes = scrub_stage(settings.store(), reuse=settings.load().corpus.reuse)
     mb_s = s["bytes_in"] / 1e6 / s["seconds"] if s["seconds"] else 0.0
     context.log.info(
         f"scrubbed {s['rows']} documents ({s['bytes_in'] / 1e6:.2f} MB, {mb_s:.1f} MB/s); "
-        f"redactions {s['by_kind']}; unsafe {s['quarantined']}"
+        f"redactions {s['by_kind']}; unsafe {s['quarantined']}; "
+        f"{s['recomputed_documents']} scrubbed now, {s['reused_documents']} unchanged since the last build"
     )
     return MaterializeResult(
         metadata={
@@ -61,6 +62,8 @@ def scrubbed_documents(context: AssetExecutionContext, settings: GastownSettings
             "documents_changed": MetadataValue.int(s["documents_changed"]),
             "quarantine_count": MetadataValue.int(s["quarantined"]),
             "mb_per_s": MetadataValue.float(round(mb_s, 3)),
+            "reused_documents": MetadataValue.int(s["reused_documents"]),
+            "recomputed_documents": MetadataValue.int(s["recomputed_documents"]),
             "path": MetadataValue.path(s["path"]),
         },
         check_results=_results(outcomes),
@@ -81,7 +84,8 @@ def instruction_pairs(context: AssetExecutionContext, settings: GastownSettings)
     s, outcomes, examples = pairs_stage(settings.store(), settings.load().corpus)
     context.log.info(
         f"pairs: {s['rows']} examples by task {s['by_task']}; dedup {s['dedup']}; "
-        f"invalid commands {s['invalid_commands']}; over budget {s['over_budget']}"
+        f"invalid commands {s['invalid_commands']}; over budget {s['over_budget']}; "
+        f"documents turned into examples now {s['recomputed_documents']}, reused {s['reused_documents']}"
     )
     preview = [
         [
@@ -104,6 +108,10 @@ def instruction_pairs(context: AssetExecutionContext, settings: GastownSettings)
             "invalid_commands_dropped": MetadataValue.json(s["invalid_commands"]),
             "invalid_command_examples": MetadataValue.json(s["invalid_examples"]),
             "over_budget_dropped": MetadataValue.json(s["over_budget"]),
+            "reused_documents": MetadataValue.int(s["reused_documents"]),
+            "recomputed_documents": MetadataValue.int(s["recomputed_documents"]),
+            "validated_examples": MetadataValue.int(s["validated_examples"]),
+            "reuse": MetadataValue.json(s["reuse"]),
             "path": MetadataValue.path(s["path"]),
             "preview": MetadataValue.md(md_table(["task", "role", "rig", "question"], preview)),
         },
@@ -121,13 +129,21 @@ def instruction_pairs(context: AssetExecutionContext, settings: GastownSettings)
 )
 def corpus_splits(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
     s, outcomes = splits_stage(settings.store(), settings.load().corpus)
-    context.log.info(f"splits: {s['counts']}; corpus version {s['corpus_version'][:16]}")
+    context.log.info(
+        f"splits: {s['counts']}; corpus version {s['corpus_version'][:16]}; since the last build "
+        f"+{s['examples_added']} -{s['examples_removed']} examples ({s['corpus_change_fraction']:.2%})"
+    )
     return MaterializeResult(
         metadata={
             "row_count": MetadataValue.int(s["rows"]),
             **{f"{name}_count": MetadataValue.int(n) for name, n in s["counts"].items()},
             "by_split_and_task": MetadataValue.json(s["by_split_and_task"]),
             "corpus_version": MetadataValue.text(s["corpus_version"]),
+            "examples_added": MetadataValue.int(s["examples_added"]),
+            "examples_removed": MetadataValue.int(s["examples_removed"]),
+            "previous_examples": MetadataValue.int(s["previous_examples"]),
+            # (added + removed) / previous size; 1.0 for a first build. Sensors read it to decide a retrain.
+            "corpus_change_fraction": MetadataValue.float(float(s["corpus_change_fraction"])),
             "path": MetadataValue.path(s["path"]),
             "dataset_card_path": MetadataValue.path(s["card"]),
         },

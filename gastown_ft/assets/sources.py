@@ -35,7 +35,9 @@ def _make_source_asset(source: str):
         cfg = settings.load()
         if source not in cfg.town.sources:
             context.log.info(f"{source} is not in town.sources; writing an empty table")
-        s = read_stage(cfg.town, settings.store(), source)
+        s = read_stage(cfg.town, settings.store(), source, reuse=cfg.corpus.reuse)
+        if s["reused"]:
+            context.log.info(f"{source}: no input file changed since the last read; kept its tables")
         context.log.info(
             f"{source}: {s['rows']} documents, {s['quarantined']} quarantined {s['quarantine_by_reason']}, "
             f"skipped {s['skipped']} in {s['seconds']:.1f}s"
@@ -50,6 +52,9 @@ def _make_source_asset(source: str):
                 "quarantine_by_reason": MetadataValue.json(s["quarantine_by_reason"]),
                 "skipped": MetadataValue.json(s["skipped"]),
                 "kinds": MetadataValue.json(s["kinds"]),
+                "reused": s["reused"],
+                "reused_documents": MetadataValue.int(s["reused_documents"]),
+                "recomputed_documents": MetadataValue.int(s["recomputed_documents"]),
                 "seconds": MetadataValue.float(round(s["seconds"], 3)),
                 "path": MetadataValue.path(s["path"]),
                 "quarantine_path": MetadataValue.path(s["quarantine_path"]),

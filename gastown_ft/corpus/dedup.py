@@ -12,8 +12,9 @@ left once the cheap hash passes are done:
    message (only a system prompt, or nothing) is never a conflict: many examples of one role start
    from the same system prompt and legitimately answer differently.
 3. Near-duplicates: 5-word shingles of the conversation text (hashed to 32 bits), MinHash
-   signatures (datasketch's affine32 scheme, fixed seed, so runs agree) and a datasketch MinHashLSH
-   index give candidate pairs; a candidate is a near-duplicate when the exact Jaccard similarity of
+   signatures (datasketch's affine32 scheme, fixed seed, so runs agree) and LSH banding (the buckets
+   datasketch's MinHashLSH would form, computed with numpy; a test checks the two agree) give
+   candidate pairs; a candidate is a near-duplicate when the exact Jaccard similarity of
    the two shingle sets is at least `threshold`. The LSH banding is chosen for recall (`lsh_params`:
    a pair at the threshold is a candidate with probability >= 95%), since candidates are checked
    anyway; a candidate whose MinHash estimate is more than 3 standard deviations under the threshold
@@ -25,6 +26,10 @@ left once the cheap hash passes are done:
    dense shell of examples that are all alike but under the threshold, a kept example checks at
    most MAX_VERIFY candidates (the most similar by estimate); `DedupResult.stats["capped_queries"]`
    counts the kept examples where that cap cut in (and a duplicate might have been missed).
+
+Decisions travel only between examples that share a band bucket, so each connected component of
+that graph is decided on its own; an incremental build reuses the decisions of a component whose
+members are all unchanged (`dedup_items` with `keys` and `memo`), with the same result.
 
 Which example survives is decided by one total order, the same in every pass: newest `source_time`
 first, then smallest `example_id`, then smallest normalized-messages hash, then smallest hash of the
@@ -41,7 +46,7 @@ import json
 import math
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -215,14 +220,14 @@ def _row_hash(example: dict) -> bytes:
     return hashlib.sha256(blob.encode()).digest()
 
 
-def _best(items: list[_Item], examples: Sequence[dict]) -> list[_Item]:
+def _best(items: list[_Item], row_hash_of: Callable[[int], bytes]) -> list[_Item]:
     """The items sorted by rank; full ties (same time, id and messages) are broken by the row hash."""
     ordered = sorted(items, key=_Item.rank)
     for a, b in zip(ordered, ordered[1:], strict=False):
         if a.rank()[:3] == b.rank()[:3]:
             for it in items:
                 if it.row_hash is None:
-                    it.row_hash = _row_hash(examples[it.index])
+                    it.row_hash = row_hash_of(it.index)
             return sorted(items, key=_Item.rank)
     return ordered
 
@@ -411,6 +416,27 @@ def _jaccards(mine: np.ndarray, others: Sequence[np.ndarray]) -> np.ndarray:
 # --- the passes ----------------------------------------------------------------------------------
 
 
+# A component's near-duplicate decisions, reusable while its members stay the same:
+# ((removed member key, kept member key), ...), (candidates, verified, capped_queries)
+ComponentDecisions = tuple[tuple[tuple[str, str], ...], tuple[int, int, int]]
+
+
+def sketch_texts(texts: Sequence[str], num_perm: int, shingle_size: int = SHINGLE_SIZE) -> np.ndarray:
+    """MinHash signatures of normalized conversation texts, one row each (all zeros: no shingle)."""
+    sketcher = _Sketcher(num_perm)
+    out = np.zeros((len(texts), num_perm), dtype=np.uint32)
+    for block in range(0, len(texts), SKETCH_BLOCK):
+        positions, arrays = [], []
+        for pos in range(block, min(block + SKETCH_BLOCK, len(texts))):
+            hashes = shingle_hashes(texts[pos][:MAX_SHINGLE_CHARS], shingle_size)
+            if len(hashes):
+                positions.append(pos)
+                arrays.append(hashes)
+        if positions:
+            out[positions] = sketcher.signatures(arrays)
+    return out
+
+
 def dedup_examples(
     examples: list[dict],
     *,
@@ -424,6 +450,28 @@ def dedup_examples(
     `threshold` is the Jaccard similarity of word-shingle sets at or above which two examples are
     near-duplicates; `num_perm` the MinHash size. See the module docstring for the rules.
     """
+    _check_params(threshold, num_perm, shingle_size)
+
+    def shingles_of(index: int) -> np.ndarray:
+        text = conversation_text(examples[index], shingle_system=shingle_system)
+        return shingle_hashes(text[:MAX_SHINGLE_CHARS], shingle_size)
+
+    def signatures_of(indices: list[int]) -> np.ndarray:
+        texts = [conversation_text(examples[i], shingle_system=shingle_system) for i in indices]
+        return sketch_texts(texts, num_perm, shingle_size)
+
+    kept, removed, conflicts, stats = dedup_items(
+        [_item(i, ex) for i, ex in enumerate(examples)],
+        row_hash_of=lambda i: _row_hash(examples[i]),
+        shingles_of=shingles_of,
+        signatures_of=signatures_of,
+        threshold=threshold,
+        num_perm=num_perm,
+    )
+    return DedupResult(kept=[examples[i] for i in kept], removed=removed, conflicts=conflicts, stats=stats)
+
+
+def _check_params(threshold: float, num_perm: int, shingle_size: int) -> None:
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     if num_perm < 2:
@@ -431,10 +479,34 @@ def dedup_examples(
     if shingle_size < 1:
         raise ValueError(f"shingle_size must be at least 1, got {shingle_size}")
 
+
+def example_item(index: int, example: dict) -> _Item:
+    """The hashes the exact and conflict passes compare (cacheable with the example)."""
+    return _item(index, example)
+
+
+def dedup_items(
+    items: list[_Item],
+    *,
+    row_hash_of: Callable[[int], bytes],
+    shingles_of: Callable[[int], np.ndarray],
+    signatures_of: Callable[[list[int]], np.ndarray],
+    threshold: float,
+    num_perm: int,
+    keys: Sequence[str] | None = None,
+    memo: dict[str, ComponentDecisions] | None = None,
+    memo_out: dict[str, ComponentDecisions] | None = None,
+) -> tuple[list[int], list[tuple[str, RemovalReason, str]], list[dict], dict[str, int]]:
+    """The three passes over items (indices into the caller's examples): (kept indices in rank order,
+    removed, conflicts, stats). The caller supplies the per-example work (row hash for full ties,
+    shingles for the exact check, MinHash signatures), so it can come from a cache.
+
+    With `keys` (a content key per index) and `memo`, the near-duplicate decisions of a component of
+    the LSH graph whose members are all unchanged are reused; `memo_out` receives every component's.
+    """
     removed: list[tuple[str, RemovalReason, str]] = []
     conflicts: list[dict] = []
     stats = {"sketched": 0, "candidates": 0, "verified": 0, "capped_queries": 0}
-    items = [_item(i, ex) for i, ex in enumerate(examples)]
 
     # 1. exact duplicates
     by_full: dict[bytes, list[_Item]] = {}
@@ -445,7 +517,7 @@ def dedup_examples(
         if len(group) == 1:
             survivors.append(group[0])
             continue
-        best, *rest = _best(group, examples)
+        best, *rest = _best(group, row_hash_of)
         survivors.append(best)
         removed.extend((it.example_id, "exact_duplicate", best.example_id) for it in rest)
     del by_full
@@ -459,7 +531,7 @@ def dedup_examples(
     for prompt, group in by_prompt.items():
         if len(group) == 1:
             continue
-        best, *rest = _best(group, examples)
+        best, *rest = _best(group, row_hash_of)
         dropped.update(it.index for it in rest)
         removed.extend((it.example_id, "conflict_older", best.example_id) for it in rest)
         conflicts.append(
@@ -470,71 +542,146 @@ def dedup_examples(
             }
         )
     del by_prompt
-    survivors = _best([it for it in survivors if it.index not in dropped], examples)
+    survivors = _best([it for it in survivors if it.index not in dropped], row_hash_of)
 
     # 3. near-duplicates over what is left, in rank order
     kept_items = _near_dedup(
         survivors,
-        examples,
+        shingles_of=shingles_of,
+        signatures_of=signatures_of,
         threshold=threshold,
         num_perm=num_perm,
-        shingle_size=shingle_size,
-        shingle_system=shingle_system,
         removed=removed,
         stats=stats,
+        keys=keys,
+        memo=memo,
+        memo_out=memo_out,
     )
-
     removed.sort()
     conflicts.sort(key=lambda c: (c["prompt_hash"], c["kept_id"]))
-    return DedupResult(
-        kept=[examples[it.index] for it in kept_items], removed=removed, conflicts=conflicts, stats=stats
-    )
+    return [it.index for it in kept_items], removed, conflicts, stats
+
+
+def _band_buckets(signatures: np.ndarray, live: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Bucket number of every live row in every band (-1 for the others): rows share a bucket of a
+    band exactly when their signatures agree on that band's values, as in datasketch's MinHashLSH."""
+    out = np.full((bands, len(signatures)), -1, dtype=np.int64)
+    if not len(live):
+        return out
+    sigs = signatures[live].astype(np.uint64)
+    for band in range(bands):
+        # A 64-bit hash of the band's values (datasketch keys a band by a 96-bit hash of its bytes).
+        h = np.full(len(live), _U64(0x9E3779B97F4A7C15), dtype=np.uint64)
+        for j in range(band * rows, (band + 1) * rows):
+            h ^= sigs[:, j]
+            h *= _FMIX1
+            h ^= h >> _U64(29)
+        _, inverse = np.unique(h, return_inverse=True)
+        out[band, live] = inverse.ravel()
+    return out
+
+
+def _components(buckets: np.ndarray, live: np.ndarray, n: int) -> np.ndarray:
+    """Connected components of the graph in which two rows are linked when they share a bucket."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    bands = buckets.shape[0]
+    if not len(live):
+        return np.arange(n)
+    offsets = np.cumsum([0, *[int(buckets[b, live].max()) + 1 for b in range(bands)]])
+    rows = np.concatenate([live] * bands)
+    cols = np.concatenate([n + offsets[b] + buckets[b, live] for b in range(bands)])
+    size = n + int(offsets[-1])
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(size, size))
+    _, labels = connected_components(graph, directed=False)
+    return labels[:n]
 
 
 def _near_dedup(
     ranked: list[_Item],
-    examples: Sequence[dict],
     *,
+    shingles_of: Callable[[int], np.ndarray],
+    signatures_of: Callable[[list[int]], np.ndarray],
     threshold: float,
     num_perm: int,
-    shingle_size: int,
-    shingle_system: bool,
     removed: list,
     stats: dict[str, int],
+    keys: Sequence[str] | None,
+    memo: dict[str, ComponentDecisions] | None,
+    memo_out: dict[str, ComponentDecisions] | None,
 ) -> list[_Item]:
-    if len(ranked) < 2:
+    """Greedy in rank order: an example is kept unless a kept example ranked before it is a verified
+    near-duplicate of it. Candidates are the undecided examples that share an LSH band bucket.
+
+    Decisions only travel along shared buckets, so each connected component of the bucket graph is
+    decided on its own, exactly as in one pass over everything; a component whose member keys are
+    in `memo` takes its earlier decisions.
+    """
+    n = len(ranked)
+    if n < 2:
         return ranked
-    from datasketch import MinHashLSH
-    from datasketch.lean_minhash import LeanMinHash
+    signatures = signatures_of([it.index for it in ranked])
+    empty = ~signatures.any(axis=1)  # no text to shingle: never a near-duplicate
+    live = np.flatnonzero(~empty)
+    stats["sketched"] += len(live)
+    bands, rows = lsh_params(threshold, num_perm)
+    buckets = _band_buckets(signatures, live, bands, rows)
+    labels = _components(buckets, live, n)
+    members: dict[int, list[int]] = {}
+    multi = np.flatnonzero(np.bincount(labels)[labels] > 1)
+    for pos in multi.tolist():
+        members.setdefault(int(labels[pos]), []).append(pos)
 
-    def shingles(pos: int) -> np.ndarray:
-        text = conversation_text(examples[ranked[pos].index], shingle_system=shingle_system)
-        return shingle_hashes(text[:MAX_SHINGLE_CHARS], shingle_size)
+    status = np.zeros(n, dtype=np.int8)  # 0 undecided, 1 kept, 2 removed
+    params = f"{threshold}:{num_perm}:{bands}:{rows}:{MAX_VERIFY}:{ESTIMATE_SIGMAS}"
+    for positions in members.values():  # positions ascend: rank order
+        memo_key = None
+        if keys is not None:
+            memo_key = hashlib.blake2b(
+                "\x1f".join([params, *(keys[ranked[p].index] for p in positions)]).encode(), digest_size=16
+            ).hexdigest()
+        decided = memo.get(memo_key) if memo is not None and memo_key is not None else None
+        if decided is None:
+            decided = _decide_component(
+                positions, ranked, signatures, buckets, shingles_of, threshold, num_perm, keys
+            )
+        if memo_out is not None and memo_key is not None:
+            memo_out[memo_key] = decided
+        pairs, (candidates, verified, capped) = decided
+        stats["candidates"] += candidates
+        stats["verified"] += verified
+        stats["capped_queries"] += capped
+        by_key = {_member_key(ranked, p, keys): p for p in positions}
+        for gone, winner in pairs:
+            c, p = by_key[gone], by_key[winner]
+            status[c] = 2
+            removed.append((ranked[c].example_id, "near_duplicate", ranked[p].example_id))
+    return [it for pos, it in enumerate(ranked) if status[pos] != 2]
 
-    sketcher = _Sketcher(num_perm)
-    lsh = MinHashLSH(
-        threshold=threshold, num_perm=num_perm, params=lsh_params(threshold, num_perm), hashfunc=_lsh_key
-    )
-    signatures = np.empty((len(ranked), num_perm), dtype=np.uint32)
-    empty = np.zeros(len(ranked), dtype=bool)  # no text to shingle: never a near-duplicate
-    with lsh.insertion_session() as session:
-        for block in range(0, len(ranked), SKETCH_BLOCK):
-            positions, arrays = [], []
-            for pos in range(block, min(block + SKETCH_BLOCK, len(ranked))):
-                hashes = shingles(pos)
-                if len(hashes):
-                    positions.append(pos)
-                    arrays.append(hashes)
-                else:
-                    empty[pos] = True
-            if not positions:
-                continue
-            signatures[positions] = sketcher.signatures(arrays)
-            stats["sketched"] += len(positions)
-            for pos in positions:
-                sketch = LeanMinHash(seed=MINHASH_SEED, hashvalues=signatures[pos], scheme=MINHASH_SCHEME)
-                session.insert(pos, sketch, check_duplication=False)
 
+def _member_key(ranked: list[_Item], pos: int, keys: Sequence[str] | None) -> str:
+    return keys[ranked[pos].index] if keys is not None else str(pos)
+
+
+def _decide_component(
+    positions: list[int],
+    ranked: list[_Item],
+    signatures: np.ndarray,
+    buckets: np.ndarray,
+    shingles_of: Callable[[int], np.ndarray],
+    threshold: float,
+    num_perm: int,
+    keys: Sequence[str] | None,
+) -> ComponentDecisions:
+    bands = buckets.shape[0]
+    index: list[dict[int, list[int]]] = [{} for _ in range(bands)]
+    for p in positions:
+        for b in range(bands):
+            if buckets[b, p] >= 0:
+                index[b].setdefault(int(buckets[b, p]), []).append(p)
+    undecided = {p for p in positions if buckets[0, p] >= 0}
+    status: dict[int, int] = {}
     cache: OrderedDict[int, np.ndarray] = OrderedDict()
     cache_bytes = 0
 
@@ -544,30 +691,30 @@ def _near_dedup(
         if got is not None:
             cache.move_to_end(pos)
             return got
-        got = cache[pos] = shingles(pos)
+        got = cache[pos] = shingles_of(ranked[pos].index)
         cache_bytes += got.nbytes
         while cache_bytes > VERIFY_CACHE_BYTES and len(cache) > 1:
             cache_bytes -= cache.popitem(last=False)[1].nbytes
         return got
 
     min_estimate = threshold - ESTIMATE_SIGMAS * math.sqrt(threshold * (1.0 - threshold) / num_perm) - 1e-9
-    status = np.zeros(len(ranked), dtype=np.int8)  # 0 undecided, 1 kept, 2 removed
-    kept: list[_Item] = []
-    for pos, it in enumerate(ranked):
-        if status[pos] == 2:
+    pairs: list[tuple[str, str]] = []
+    n_candidates = n_verified = n_capped = 0
+    for pos in positions:
+        if status.get(pos) == 2:
             continue
         status[pos] = 1
-        kept.append(it)
-        if empty[pos]:
+        if pos not in undecided:  # no text to shingle
             continue
-        # The index holds only undecided examples (each is taken out once kept or removed): every
-        # candidate ranks after this one.
-        query = LeanMinHash(seed=MINHASH_SEED, hashvalues=signatures[pos], scheme=MINHASH_SCHEME)
-        lsh.remove(pos)
-        candidates = np.fromiter(lsh.query(query), dtype=np.int64)
-        if not len(candidates):
+        # Only undecided examples are candidates (each leaves once kept or removed): all rank after pos.
+        undecided.discard(pos)
+        found: set[int] = set()
+        for b in range(bands):
+            found.update(q for q in index[b][int(buckets[b, pos])] if q in undecided)
+        if not found:
             continue
-        stats["candidates"] += len(candidates)
+        candidates = np.fromiter(found, dtype=np.int64, count=len(found))
+        n_candidates += len(candidates)
         # the MinHash estimate (vectorized) filters and orders the candidates; the exact Jaccard decides
         estimates = (signatures[candidates] == signatures[pos]).mean(axis=1)
         keep = estimates >= min_estimate
@@ -576,12 +723,12 @@ def _near_dedup(
             continue
         order = np.lexsort((candidates, -estimates))[:MAX_VERIFY]
         if len(candidates) > MAX_VERIFY:
-            stats["capped_queries"] += 1
+            n_capped += 1
         candidates = candidates[order]
-        stats["verified"] += len(candidates)
+        n_verified += len(candidates)
         similar = _jaccards(cached_shingles(pos), [cached_shingles(c) for c in candidates.tolist()])
         for c in candidates[similar >= threshold].tolist():
             status[c] = 2
-            lsh.remove(c)
-            removed.append((ranked[c].example_id, "near_duplicate", it.example_id))
-    return kept
+            undecided.discard(c)
+            pairs.append((_member_key(ranked, c, keys), _member_key(ranked, pos, keys)))
+    return tuple(pairs), (n_candidates, n_verified, n_capped)

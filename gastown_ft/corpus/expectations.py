@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from gastown_ft.corpus.examples import example_tokens
@@ -82,12 +82,17 @@ def _context():
     return ctx
 
 
+@cache
+def _pandas_source(name: str):
+    # Added once per process: each add_or_update rewrites the context's YAML config (~30 ms).
+    return _context().data_sources.add_or_update_pandas(f"gastown_ft_{name}")
+
+
 def _validate(name: str, frame, expectations: list[tuple[str, str, Any]]) -> list[CheckOutcome]:
     """Run (check name, description, expectation) triples against a pandas frame."""
     import great_expectations as gx
 
-    ctx = _context()
-    source = ctx.data_sources.add_or_update_pandas(f"gastown_ft_{name}")
+    source = _pandas_source(name)
     seq = next(_batch_seq)
     asset = source.add_dataframe_asset(name=f"{name}_{seq}")
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
@@ -133,12 +138,14 @@ class DocumentChecks:
         self.missing_columns: set[str] = set()
         self.residue: list[CheckOutcome] = []
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
+    def add(self, rows: list[dict[str, Any]], *, record_ids: bool = True) -> None:
+        """Check a batch for residue; its ids join the schema check unless given by `add_ids`."""
         import great_expectations as gx
 
         if not rows:
             return
-        self.ids += [r.get("doc_id") for r in rows]
+        if record_ids:
+            self.ids += [r.get("doc_id") for r in rows]
         self.missing_columns |= {c for c in self.columns for r in rows[:1] if c not in r}
         E = gx.expectations
         self.residue += _validate(
@@ -152,6 +159,10 @@ class DocumentChecks:
                 ),
             ],
         )
+
+    def add_ids(self, ids: list[str | None]) -> None:
+        """Ids of rows whose residue check passed in an earlier build (reused unchanged)."""
+        self.ids += ids
 
     def outcomes(self) -> list[CheckOutcome]:
         import great_expectations as gx
@@ -245,6 +256,30 @@ def validate_examples(examples: list[dict[str, Any]], max_tokens: int) -> list[C
             ),
         ],
     )
+
+
+def validate_new_examples(
+    examples: list[dict[str, Any]], all_ids: list[str], max_tokens: int
+) -> list[CheckOutcome]:
+    """instruction_pairs when only `examples` are new to the table: the per-example checks of
+    `validate_examples` run on them (the others passed them in an earlier build, unchanged), and the
+    one check that spans the table, unique example ids, runs on `all_ids`."""
+    import great_expectations as gx
+    import pandas as pd
+
+    outcomes = validate_examples(examples, max_tokens)
+    unique = _validate(
+        "example_ids",
+        pd.DataFrame({"example_id": all_ids}),
+        [("schema", "", gx.expectations.ExpectColumnValuesToBeUnique(column="example_id"))],
+    )[0]
+    for o in outcomes:
+        if o.name == "schema":
+            o.passed = o.passed and unique.passed
+            o.details.setdefault("failed", []).extend(unique.details.get("failed", []))
+            if not o.details["failed"]:
+                del o.details["failed"]
+    return outcomes
 
 
 def validate_splits(splits: dict[str, list[dict[str, Any]]]) -> list[CheckOutcome]:

@@ -1,51 +1,65 @@
 """The corpus stages as plain functions over the artifact store: what each Dagster asset runs, and
-what the benchmark times. Each streams where it can and returns a stats dict (plus check outcomes).
+what the benchmark times. Each returns a stats dict (plus check outcomes).
 
 read  : town -> raw/<source>.parquet, quarantine/<source>.parquet
-scrub : raw/*.parquet -> corpus/scrubbed_documents.parquet, quarantine/scrub.parquet (batch by batch)
+scrub : raw/*.parquet -> corpus/scrubbed_documents.parquet, quarantine/scrub.parquet
 pairs : corpus/scrubbed_documents.parquet -> corpus/instruction_pairs.parquet
 splits: corpus/instruction_pairs.parquet -> corpus/splits/ (Parquet + dataset card)
+
+With reuse on (`[corpus] reuse`, the default) each stage keeps what it computed for unchanged
+content under <artifacts>/cache and recomputes only what changed (see corpus/reuse.py): a reader
+whose files are unchanged is not run, a raw row already scrubbed is not scrubbed again, a unit of
+unchanged documents is not turned into examples again. The outputs are those of a clean build.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from gastown_ft.artifacts import ArtifactStore
 from gastown_ft.config import CorpusConfig, TownConfig
+from gastown_ft.corpus import reuse as reuse_mod
+from gastown_ft.corpus import scrub as scrub_module
+from gastown_ft.corpus import scrubbing
 from gastown_ft.corpus.documents import (
     DOCUMENT_SCHEMA,
     QUARANTINE_SCHEMA,
     SOURCES,
     Document,
+    Quarantined,
     ReadLog,
     documents_to_table,
     quarantine_to_table,
 )
-from gastown_ft.corpus.expectations import CheckOutcome, DocumentChecks, validate_examples, validate_splits
-from gastown_ft.corpus.pairs import build_instruction_pairs
+from gastown_ft.corpus.expectations import (
+    CheckOutcome,
+    DocumentChecks,
+    validate_new_examples,
+    validate_splits,
+)
+from gastown_ft.corpus.pairs_reuse import build_pairs, save_verified, verified_state
 from gastown_ft.corpus.scan import TownScan
 from gastown_ft.corpus.scrub import Scrubber
-from gastown_ft.corpus.scrubbing import RedactionReport, scrub_rows
+from gastown_ft.corpus.scrubbing import RedactionReport, scrub_row
 from gastown_ft.corpus.sources import READERS, claimed_by_any_reader
-from gastown_ft.corpus.splits import (
-    ROW_SCHEMA,
-    example_from_record,
-    example_to_record,
-    split_examples,
-    write_splits,
-)
+from gastown_ft.corpus.splits import SPLITS, assign_split, write_split_tables
 
 BATCH_ROWS = 500
 PREVIEW_ROWS = 10
 # Stages that write a quarantine table: each reader, and the scrub stage (secrets it could not remove).
 QUARANTINE_TABLES = (*SOURCES, "scrub")
+SCRUB_CACHE_SCHEMA = pa.schema(
+    [("row_key", pa.string()), *DOCUMENT_SCHEMA, ("counts", pa.string()), ("unsafe", pa.string())]
+)
+PREVIOUS_IDS = "splits_example_ids"
+SCRUBBED_KEYS = "scrubbed_keys"
 
 
 def _batches(docs: Iterator[Document], stats: dict[str, Any]) -> Iterator[pa.Table]:
@@ -68,18 +82,31 @@ def _counted(table: pa.Table, stats: dict[str, Any]) -> pa.Table:
     return table
 
 
-def read_stage(town: TownConfig, store: ArtifactStore, source: str) -> dict[str, Any]:
-    """One reader over the town; documents and quarantine written as Parquet."""
+def read_stage(town: TownConfig, store: ArtifactStore, source: str, *, reuse: bool = True) -> dict[str, Any]:
+    """One reader over the town; documents and quarantine written as Parquet. With `reuse`, a source
+    whose input files, settings and reader code are unchanged keeps its tables of the last read."""
+    from gastown_ft.corpus.read_reuse import source_fingerprint
+
     started = time.perf_counter()
+    enabled = source in town.sources
+    scan = TownScan(town) if enabled else None
+    state_name = f"read_{source}"
+    outputs = [store.path("raw", source), store.path("quarantine", source)]
+    fp = source_fingerprint(town, scan, source) if scan is not None else None
+    if reuse and fp is not None:
+        state = reuse_mod.load_state(store, state_name)
+        if state and state.get("fingerprint") == fp and state.get("outputs") == reuse_mod.stamps(outputs):
+            stats = state["stats"]
+            stats.update(
+                reused=True,
+                reused_documents=stats["rows"],
+                recomputed_documents=0,
+                seconds=time.perf_counter() - started,
+            )
+            return stats
     log = ReadLog()
-    stats: dict[str, Any] = {
-        "rows": 0,
-        "bytes": 0,
-        "kinds": Counter(),
-        "preview": [],
-        "enabled": source in town.sources,
-    }
-    docs = READERS[source](TownScan(town), log) if stats["enabled"] else iter(())
+    stats: dict[str, Any] = {"rows": 0, "bytes": 0, "kinds": Counter(), "preview": [], "enabled": enabled}
+    docs = READERS[source](scan, log) if scan is not None else iter(())
     stats["path"] = str(store.write_batches("raw", source, DOCUMENT_SCHEMA, _batches(docs, stats)))
     stats["quarantine_path"] = str(
         store.write_table("quarantine", source, quarantine_to_table(log.quarantined))
@@ -90,61 +117,182 @@ def read_stage(town: TownConfig, store: ArtifactStore, source: str) -> dict[str,
         quarantine_by_reason=dict(Counter(q.reason for q in log.quarantined)),
         skipped=dict(log.skipped),
         kinds=dict(stats["kinds"]),
+    )
+    if reuse and fp is not None:
+        reuse_mod.save_state(
+            store, state_name, {"fingerprint": fp, "stats": stats, "outputs": reuse_mod.stamps(outputs)}
+        )
+    stats.update(
+        reused=False,
+        reused_documents=0,
+        recomputed_documents=stats["rows"],
         seconds=time.perf_counter() - started,
     )
     return stats
 
 
+def scrub_version(scrubber: Scrubber) -> str:
+    """What a scrubbed row depends on besides the raw row: the scrubber's code and its settings."""
+    settings = {
+        k: sorted(map(str, v)) if isinstance(v, set | frozenset | tuple | list) else str(v)
+        for k, v in sorted(vars(scrubber).items())
+        if isinstance(v, bool | int | float | str | set | frozenset | tuple | list)
+    }
+    return reuse_mod.fingerprint(
+        "scrub",
+        reuse_mod.code_version(scrub_module, scrubbing, "gastown_ft.corpus.documents", reuse_mod, __name__),
+        settings,
+    )
+
+
+def _scrub_source(
+    store: ArtifactStore,
+    source: str,
+    scrubber: Scrubber,
+    version: str,
+    reuse: bool,
+    checks: DocumentChecks,
+    stats: dict[str, Any],
+) -> tuple[pa.Table, int]:
+    """Cache entries (SCRUB_CACHE_SCHEMA) of every raw row of one source, in raw order, and how many
+    came from the cache. Only rows not scrubbed before are scrubbed and checked for residue; a raw
+    table that is the very file scrubbed last time is not even read."""
+    name = f"scrub_{source}"
+    raw_stamp = reuse_mod.stamps([store.path("raw", source)])
+    cached = reuse_mod.load_cache(store, name, version) if reuse else None
+    state = reuse_mod.load_state(store, name) if cached is not None else None
+    if cached is not None and state and state.get("raw") == raw_stamp and state.get("version") == version:
+        stats["bytes_in"] += state["bytes_in"]
+        stats["bytes_scanned"] += state["bytes_scanned"]
+        return cached, cached.num_rows
+    raw = store.read_table("raw", source)
+    bytes_in = pc.sum(raw.column("bytes")).as_py() or 0
+    scanned = sum(
+        pc.sum(pc.utf8_length(raw.column(f))).as_py() or 0 for f in ("text", "title", "path", "meta")
+    )
+    stats["bytes_in"] += bytes_in
+    stats["bytes_scanned"] += scanned
+    keys = reuse_mod.row_keys(raw, version)
+    if cached is None:
+        cached = SCRUB_CACHE_SCHEMA.empty_table()
+    cached_keys = cached.column("row_key").to_pylist()
+    where = {k: i for i, k in enumerate(cached_keys)}
+    missing = [i for i, k in enumerate(keys) if k not in where]
+    new_rows: list[dict[str, Any]] = []
+    first_check = len(checks.residue)
+    for start in range(0, len(missing), BATCH_ROWS):
+        batch = missing[start : start + BATCH_ROWS]
+        clean_batch = []
+        for i, row in zip(batch, raw.take(batch).to_pylist(), strict=True):
+            clean, counts, unsafe = scrub_row(row, scrubber)
+            new_rows.append({**clean, "row_key": keys[i], "counts": json.dumps(counts), "unsafe": unsafe})
+            if not unsafe:
+                clean_batch.append(clean)
+        checks.add(clean_batch, record_ids=False)
+    residue_ok = all(o.passed for o in checks.residue[first_check:])
+    combined = pa.concat_tables([cached, pa.Table.from_pylist(new_rows, schema=SCRUB_CACHE_SCHEMA)])
+    new_pos = {keys[i]: len(cached_keys) + j for j, i in enumerate(missing)}
+    order = [where[k] if k in where else new_pos[k] for k in keys]
+    entries = combined.take(pa.array(order, pa.int64()))
+    if reuse:
+        if residue_ok:
+            reuse_mod.save_cache(store, name, version, entries)
+            reuse_mod.save_state(
+                store,
+                name,
+                {"raw": raw_stamp, "version": version, "bytes_in": bytes_in, "bytes_scanned": scanned},
+            )
+        else:  # rows of a batch that failed the residue check are checked again next time
+            hits = combined.take(pa.array([where[k] for k in keys if k in where], pa.int64()))
+            reuse_mod.save_cache(store, name, version, hits)
+            reuse_mod.save_state(store, name, {})
+    return entries, len(keys) - len(missing)
+
+
 def scrub_stage(
-    store: ArtifactStore, scrubber: Scrubber | None = None
+    store: ArtifactStore, scrubber: Scrubber | None = None, *, reuse: bool = True
 ) -> tuple[dict[str, Any], list[CheckOutcome]]:
-    """Scrub every raw table batch by batch: memory holds one batch, whatever the corpus size."""
+    """Scrub every raw table; with `reuse`, rows scrubbed in an earlier build (same row, same scrubber
+    code and settings) are taken from the cache, so only new or changed rows are scrubbed and checked."""
     started = time.perf_counter()
     scrubber = scrubber or Scrubber()
+    version = scrub_version(scrubber)
     report = RedactionReport()
-    quarantined: list = []
+    quarantined: list[Quarantined] = []
     checks = DocumentChecks(list(DOCUMENT_SCHEMA.names))
     # bytes_in: the document texts; bytes_scanned: everything scrubbed (text, title, path and meta JSON).
-    stats: dict[str, Any] = {"rows": 0, "bytes": 0, "bytes_in": 0, "bytes_scanned": 0}
-
-    def batches() -> Iterator[pa.Table]:
-        for source in SOURCES:
-            if not store.exists("raw", source):
-                continue
-            for batch in pq.ParquetFile(store.path("raw", source)).iter_batches(batch_size=BATCH_ROWS):
-                rows = batch.to_pylist()
-                stats["bytes_in"] += sum(r["bytes"] for r in rows)
-                stats["bytes_scanned"] += sum(
-                    len(r[f] or "") for r in rows for f in ("text", "title", "path", "meta")
-                )
-                clean = list(scrub_rows(rows, scrubber, report, quarantined))
-                checks.add(clean)
-                stats["rows"] += len(clean)
-                stats["bytes"] += sum(r["bytes"] for r in clean)
-                yield pa.Table.from_pylist(clean, schema=DOCUMENT_SCHEMA)
-
-    stats["path"] = str(store.write_batches("corpus", "scrubbed_documents", DOCUMENT_SCHEMA, batches()))
+    stats: dict[str, Any] = {"rows": 0, "bytes": 0, "bytes_in": 0, "bytes_scanned": 0, "reused_documents": 0}
+    outputs: list[pa.Table] = []
+    row_keys: list[str] = []
+    for source in SOURCES:
+        if not store.exists("raw", source):
+            continue
+        entries, reused = _scrub_source(store, source, scrubber, version, reuse, checks, stats)
+        stats["reused_documents"] += reused
+        srcs, counts, unsafe = (entries.column(n).to_pylist() for n in ("source", "counts", "unsafe"))
+        paths, rigs = entries.column("path").to_pylist(), entries.column("rig").to_pylist()
+        keys = entries.column("row_key").to_pylist()
+        for src, c, u, path, rig, key in zip(srcs, counts, unsafe, paths, rigs, keys, strict=True):
+            if u:
+                # The quarantine record names the (scrubbed) path, never the secret.
+                quarantined.append(Quarantined(src, path, "unsafe_secret", u[:500], rig=rig))
+            else:
+                report.add(src, Counter(json.loads(c)) if c and c != "{}" else Counter())
+                row_keys.append(key)
+        docs = entries.filter(pc.is_null(entries.column("unsafe"))).select(DOCUMENT_SCHEMA.names)
+        outputs.append(docs.cast(DOCUMENT_SCHEMA))
+    table = pa.concat_tables(outputs) if outputs else DOCUMENT_SCHEMA.empty_table()
+    checks.add_ids(table.column("doc_id").to_pylist())
+    stats["rows"] = table.num_rows
+    stats["bytes"] = pc.sum(table.column("bytes")).as_py() or 0
+    stats["recomputed_documents"] = stats["rows"] + len(quarantined) - stats["reused_documents"]
+    path = store.write_table("corpus", "scrubbed_documents", table)
+    stats["path"] = str(path)
+    if reuse:
+        # The key of each scrubbed row (its raw row's key: scrubbing is a function of it), so the pairs
+        # stage need not hash the table again while the file is this one.
+        reuse_mod.save_cache(store, SCRUBBED_KEYS, _file_version(path), pa.table({"row_key": row_keys}))
     store.write_table("quarantine", "scrub", quarantine_to_table(quarantined))
     stats.update(report.as_dict(), quarantined=len(quarantined), seconds=time.perf_counter() - started)
     return stats, checks.outcomes()
 
 
+def _file_version(path) -> str:
+    return reuse_mod.fingerprint(reuse_mod.file_stamp(path))
+
+
+def _scrubbed_keys(store: ArtifactStore, docs: pa.Table) -> list[str]:
+    """The content key of each scrubbed document: as the scrub stage left them, else hashed here."""
+    cached = reuse_mod.load_cache(
+        store, SCRUBBED_KEYS, _file_version(store.path("corpus", "scrubbed_documents"))
+    )
+    if cached is not None and cached.num_rows == docs.num_rows:
+        return cached.column("row_key").to_pylist()
+    return reuse_mod.row_keys(docs, "scrubbed")
+
+
 def pairs_stage(
     store: ArtifactStore, cfg: CorpusConfig
 ) -> tuple[dict[str, Any], list[CheckOutcome], list[dict]]:
+    """Examples from the scrubbed documents. Returns (stats, check outcomes, the first examples)."""
     started = time.perf_counter()
-    by_source: dict[str, list[dict]] = {}
-    for row in store.read_table("corpus", "scrubbed_documents").to_pylist():
-        by_source.setdefault(row["source"], []).append(row)
-    docs = sum(len(v) for v in by_source.values())
-    examples, report = build_instruction_pairs(by_source, cfg)
-    del by_source
-    table = pa.Table.from_pylist([example_to_record(e) for e in examples], schema=ROW_SCHEMA)
-    path = store.write_table("corpus", "instruction_pairs", table)
-    outcomes = validate_examples(examples, cfg.max_tokens)
+    docs = store.read_table("corpus", "scrubbed_documents")
+    keys = _scrubbed_keys(store, docs) if cfg.reuse else reuse_mod.row_keys(docs, "scrubbed")
+    build = build_pairs(docs, keys, cfg, store, reuse_cache=cfg.reuse)
+    path = store.write_table("corpus", "instruction_pairs", build.table)
+    version, verified = verified_state(store, cfg) if cfg.reuse else ("", set())
+    fresh = [row for row, key in enumerate(build.kept_keys) if key not in verified]
+    ids = build.table.column("example_id").to_pylist()
+    outcomes = validate_new_examples([build.example_of(r) for r in fresh], ids, cfg.max_tokens)
+    if cfg.reuse:
+        kept = set(build.kept_keys)
+        now = kept if all(o.passed for o in outcomes) else verified & kept
+        if now != verified:
+            save_verified(store, version, now)
+    report = build.report
     stats = {
-        "rows": len(examples),
-        "documents": docs,
+        "rows": build.table.num_rows,
+        "documents": docs.num_rows,
         "built": report.built,
         "by_task": dict(report.by_task),
         "by_role": dict(report.by_role),
@@ -153,36 +301,78 @@ def pairs_stage(
         "invalid_commands": dict(report.invalid_commands),
         "invalid_examples": report.invalid_examples,
         "over_budget": dict(report.over_budget),
+        "reuse": build.stats,
+        "reused_documents": build.stats.get("documents_reused", 0),
+        "recomputed_documents": build.stats.get("documents_recomputed", 0),
+        "validated_examples": len(fresh),
         "path": str(path),
         "seconds": time.perf_counter() - started,
     }
-    return stats, outcomes, examples
+    preview = [build.example_of(r) for r in range(min(PREVIEW_ROWS, build.table.num_rows))]
+    return stats, outcomes, preview
 
 
 def splits_stage(store: ArtifactStore, cfg: CorpusConfig) -> tuple[dict[str, Any], list[CheckOutcome]]:
+    """train / validation / test by group, in Arrow; also the change in example ids since the last
+    build (for deciding whether a retrain is worth it)."""
     started = time.perf_counter()
-    examples = [example_from_record(r) for r in store.read_table("corpus", "instruction_pairs").to_pylist()]
-    splits = split_examples(examples, seed=cfg.split_seed, ratios=cfg.split_ratios)
+    table = store.read_table("corpus", "instruction_pairs")
+    memo: dict[str, str] = {}
+    names = []
+    for g in table.column("group_id").to_pylist():
+        if g not in memo:
+            memo[g] = assign_split(g, seed=cfg.split_seed, ratios=cfg.split_ratios)
+        names.append(memo[g])
+    split_col = pa.array(names, pa.string())
+    tables: dict[str, pa.Table] = {}
+    for name in SPLITS:
+        part = table.filter(pc.equal(split_col, name))
+        order = pc.sort_indices(part, [("example_id", "ascending"), ("group_id", "ascending")])
+        tables[name] = part.take(order)
     out_dir = store.root / "corpus" / "splits"
-    summary = write_splits(
-        splits,
+    summary = write_split_tables(
+        tables,
         out_dir,
         dataset_name="gastown-ft-corpus",
         description="Instruction-tuning examples built from a Gas Town town by gastown-ft.",
         seed=cfg.split_seed,
         ratios=cfg.split_ratios,
     )
-    outcomes = validate_splits(splits)
+    outcomes = validate_splits(
+        {name: [{"group_id": g} for g in t.column("group_id").to_pylist()] for name, t in tables.items()}
+    )
+    change = corpus_change(store, table.column("example_id").to_pylist())
     stats = {
-        "rows": len(examples),
-        "counts": {k: len(v) for k, v in splits.items()},
-        "by_split_and_task": {k: dict(Counter(e["task"] for e in v)) for k, v in splits.items()},
+        "rows": table.num_rows,
+        "counts": {k: v.num_rows for k, v in tables.items()},
+        "by_split_and_task": {k: dict(Counter(v.column("task").to_pylist())) for k, v in tables.items()},
         "corpus_version": summary["version"],
+        **change,
         "path": str(out_dir),
         "card": str(out_dir / "README.md"),
         "seconds": time.perf_counter() - started,
     }
     return stats, outcomes
+
+
+def corpus_change(store: ArtifactStore, example_ids: list[str]) -> dict[str, Any]:
+    """Examples added and removed since the previous splits build, and their share of its size
+    (1.0 for a first build); the ids are kept for the next build."""
+    previous = reuse_mod.load_cache(store, PREVIOUS_IDS, "ids")
+    now = set(example_ids)
+    before = set(previous.column("example_id").to_pylist()) if previous is not None else set()
+    added, removed = len(now - before), len(before - now)
+    fraction = 1.0 if previous is None or not before else (added + removed) / len(before)
+    reuse_mod.save_cache(
+        store, PREVIOUS_IDS, "ids", pa.table({"example_id": pa.array(sorted(now), pa.string())})
+    )
+    return {
+        "examples_added": added,
+        "examples_removed": removed,
+        "previous_examples": len(before),
+        "corpus_change_fraction": fraction,
+        "first_build": previous is None,
+    }
 
 
 def quarantine_stage(town: TownConfig, store: ArtifactStore) -> dict[str, Any]:

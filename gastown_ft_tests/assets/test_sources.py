@@ -84,7 +84,12 @@ def test_definitions_load():
         ("instruction_pairs", "roles_in_order"),
         ("corpus_splits", "schema"),
         ("corpus_splits", "no_group_in_two_splits"),
+        ("eval_report", "tuned_not_worse_than_base"),
     }
+    # The evaluation gates the release: exported_model hangs below eval_report, whose check is blocking.
+    assert graph.get(AssetKey("exported_model")).parent_keys == {AssetKey("eval_report")}
+    assert graph.get(AssetKey("eval_report")).group_name == "evaluation"
+    assert graph.get(AssetKey("exported_model")).group_name == "release"
 
 
 @pytest.fixture(scope="module")
