@@ -211,14 +211,25 @@ class ExportConfig(_Section):
     merged_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="dtype of the merged safetensors; auto: the base model's own."
     )
-    gguf: bool = Field(True, description="Also write a GGUF file for llama.cpp and Ollama (LLaMA models only).")
+    gguf: bool = Field(
+        True, description="Also write a GGUF file for llama.cpp and Ollama (LLaMA models only)."
+    )
     gguf_dtype: Literal["f16", "f32"] = Field(
         "f16", description="GGUF weights: f16 (half the size) or f32 (exact copy of the merged weights)."
     )
     ollama_name: str = Field(
-        "gastown-ft", min_length=1, description="Model name the Ollama Modelfile is meant for (`ollama create`)."
+        "gastown-ft",
+        min_length=1,
+        description="Model name the Ollama Modelfile is meant for (`ollama create`).",
     )
-    keep_versions: int = Field(5, ge=1, description="Exported versions the registry keeps; older ones are pruned.")
+    keep_versions: int = Field(
+        5, ge=1, description="Exported versions the registry keeps; older ones are pruned."
+    )
+    auto_promote: bool = Field(
+        True,
+        description="Promote a new export (what `serve` uses) when its evaluation passed; "
+        "off: promote by hand with `gastown-ft models promote`.",
+    )
 
 
 class ServeConfig(_Section):

@@ -1,0 +1,173 @@
+"""The evaluation's outputs: results.json (everything, per case) and report.md (for people).
+
+`load_eval_results(path)` is the one reader the later stages use (the release stage refuses to export
+a model whose evaluation did not pass).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from gastown_ft.errors import GastownFTError
+
+RESULTS_NAME = "results.json"
+REPORT_NAME = "report.md"
+EXAMPLES_IN_REPORT = 3
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _delta(base: Any, tuned: Any) -> str:
+    if not isinstance(base, (int, float)) or not isinstance(tuned, (int, float)):
+        return "-"
+    d = tuned - base
+    return f"{d:+.3f}" if math.isfinite(d) else "-"
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """A Markdown report: the decision, the headline numbers, then each part in detail."""
+    lines: list[str] = []
+    decision = results.get("decision") or {}
+    verdict = "PASSED" if results.get("passed") else "FAILED"
+    lines += [
+        "# Evaluation: base against tuned",
+        "",
+        f"- base model: `{results.get('base_model')}`",
+        f"- adapter: `{results.get('adapter')}`",
+        f"- test examples: {results.get('test_examples')}; greedy decoding, same prompts for both",
+        f"- **decision: {verdict}** — {decision.get('summary', '')}",
+        "",
+        "## Checks",
+        "",
+        "| check | base | tuned | limit | result |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for c in decision.get("checks") or []:
+        lines.append(
+            f"| {c['name']} | {_num(c['base'])} | {_num(c['tuned'])} | {_num(c['limit'])} | "
+            f"{'pass' if c['passed'] else '**FAIL**'} |"
+        )
+    lines += ["", "## Metrics", "", "| metric | base | tuned | change |", "| --- | ---: | ---: | ---: |"]
+    for name, v in (results.get("metrics") or {}).items():
+        if "/" in name:
+            continue
+        lines.append(f"| {name} | {_num(v['base'])} | {_num(v['tuned'])} | {_delta(v['base'], v['tuned'])} |")
+    heldout = results.get("heldout") or {}
+    if heldout:
+        lines += [
+            "",
+            "## Held-out loss on the test split, per task",
+            "",
+            "| task | examples | tokens | base loss | tuned loss | base ppl | tuned ppl |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for task, t in heldout["tuned"]["tasks"].items():
+            b = heldout["base"]["tasks"][task]
+            lines.append(
+                f"| {task} | {t['examples']} | {t['tokens']} | {_num(b['loss'])} | {_num(t['loss'])} | "
+                f"{_num(b['perplexity'], 2)} | {_num(t['perplexity'], 2)} |"
+            )
+    suite = results.get("task_suite") or {}
+    if suite:
+        lines += [
+            "",
+            "## Gas Town task suite",
+            "",
+            "| task | cases | base passed | tuned passed |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for task, t in (suite["tuned"].get("tasks") or {}).items():
+            b = (suite["base"].get("tasks") or {}).get(task, {})
+            lines.append(f"| {task} | {t['cases']} | {b.get('passed', '-')} | {t['passed']} |")
+        failed = [c for c in suite.get("cases", []) if not c["tuned"]["passed"]][:EXAMPLES_IN_REPORT]
+        if failed:
+            lines += ["", "Some cases the tuned model failed:", ""]
+            for c in failed:
+                why = c["tuned"]["details"].get("reason") or json.dumps(c["tuned"]["details"])[:200]
+                out = c["tuned"]["output"][:300].replace("```", "'''")
+                lines += [f"- `{c['case_id']}`: {why}", "", "  ```", f"  {out}", "  ```"]
+    for s in (results.get("patrol") or {}).get("suites") or []:
+        b, t = s["base"], s["tuned"]
+        lines += [
+            "",
+            f"## Patrol suite `{s['name']}`",
+            "",
+            f"- {t['cases']} cases, {t['scored']} scored; accuracy base {_num(b['accuracy'])}, "
+            f"tuned {_num(t['accuracy'])}",
+        ]
+        if t["unsupported_asserts"]:
+            kinds = ", ".join(f"{k} x{n}" for k, n in t["unsupported_asserts"].items())
+            lines.append(f"- asserts that cannot run here (not counted): {kinds}")
+        for w in s.get("warnings") or []:
+            lines.append(f"- warning: {w}")
+    g = results.get("guard") or {}
+    if g:
+        lines += [
+            "",
+            "## General-text guard",
+            "",
+            f"{g['texts']} Python standard-library docstrings (sample {g['fingerprint'][:12]}): "
+            f"perplexity base {_num(g['base']['perplexity'], 2)}, tuned {_num(g['tuned']['perplexity'], 2)}, "
+            f"ratio {_num(g['ratio'])} (at most {_num(g['max_ratio'])}).",
+        ]
+    timing = results.get("timing_s") or {}
+    if timing:
+        lines += ["", "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timing.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def clean_json(x: Any) -> Any:
+    """NaN and infinity become null (strict JSON)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: clean_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [clean_json(v) for v in x]
+    return x
+
+
+def write_results(out_dir: Path, results: dict[str, Any]) -> tuple[Path, Path]:
+    """Write report.md and results.json (with `report_path`) into `out_dir`; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report_path, results_path = out_dir / REPORT_NAME, out_dir / RESULTS_NAME
+    results = {**results, "report_path": str(report_path)}
+    _atomic_write(report_path, render_markdown(results))
+    _atomic_write(results_path, json.dumps(clean_json(results), indent=2, allow_nan=False) + "\n")
+    return report_path, results_path
+
+
+def load_eval_results(path: str | Path) -> dict[str, Any]:
+    """An evaluation's results.json (or the directory holding it).
+
+    Always has `passed` (bool), `metrics` ({name: {"base", "tuned"}}), `decision` and `report_path`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GastownFTError(
+            f"no evaluation results at {path}",
+            hint="materialize eval_report first (gastown-ft materialize -s eval_report)",
+        ) from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise GastownFTError(f"cannot read evaluation results {path}: {e}") from None
+    if not isinstance(data, dict) or not {"passed", "metrics", "report_path"} <= set(data):
+        raise GastownFTError(f"{path} is not an evaluation results file (passed/metrics/report_path missing)")
+    return data

@@ -1,0 +1,249 @@
+"""Base against tuned, end to end: held-out loss, the task suite, patrol suites, the guard, the decision.
+
+`evaluate_adapter` is what the `eval_report` asset runs; `run_patrol_suite` is also what
+`gastown-ft eval` runs. Both models answer the same prompts with greedy decoding (see generate.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gastown_ft.config import EvaluationConfig
+from gastown_ft.evaluation import guard as guard_mod
+from gastown_ft.evaluation.compare import decide
+from gastown_ft.evaluation.generate import LoadedModel, Prompt, generate, load_model, torch_threads
+from gastown_ft.evaluation.heldout import encode_by_task, heldout_losses
+from gastown_ft.evaluation.promptfoo import CaseResult, JavaScript, Suite, load_suite, score_output
+from gastown_ft.evaluation.promptfoo import summarize as summarize_patrol
+from gastown_ft.evaluation.tasks import build_task_suite, reference_text, score_case
+from gastown_ft.evaluation.tasks import summarize as summarize_tasks
+
+VARIANTS = ("base", "tuned")
+Log = Callable[[str], None]
+
+
+def _spread(items: list[Any], n: int | None) -> list[Any]:
+    if n is None or len(items) <= n:
+        return items
+    return [items[round(i * (len(items) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 else items[:1]
+
+
+def run_patrol_suite(
+    loaded: LoadedModel,
+    suite: Suite,
+    *,
+    variant: str,
+    max_new_tokens: int,
+    batch_size: int,
+    max_cases: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[CaseResult], dict[str, Any]]:
+    """Each case's greedy answer by `variant`, scored by its asserts; and the summary (accuracy)."""
+    cases = _spread(suite.cases, max_cases)
+    gens = generate(
+        loaded,
+        [Prompt(c.messages) for c in cases],
+        variant=variant,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    js = JavaScript()
+    results = []
+    for case, gen in zip(cases, gens, strict=True):
+        latency_ms = gen.seconds * 1000
+        status, asserts, score, _seen = score_output(case, gen.text, latency_ms, js)
+        results.append(
+            CaseResult(
+                case_id=case.case_id,
+                description=case.description,
+                source=case.source,
+                status=status,
+                output=gen.text,
+                score=score,
+                asserts=asserts,
+                latency_ms=round(latency_ms, 1),
+                prompt_tokens=gen.prompt_tokens,
+                new_tokens=gen.new_tokens,
+                truncated=gen.truncated,
+            )
+        )
+    return results, summarize_patrol(results)
+
+
+def _timed(timing: dict[str, float], name: str, log: Log):
+    class _T:
+        def __enter__(self):
+            self.t = time.perf_counter()
+            log(f"evaluation: {name} ...")
+
+        def __exit__(self, *exc):
+            timing[name] = round(time.perf_counter() - self.t, 2)
+
+    return _T()
+
+
+def _task_suite(loaded: LoadedModel, examples, cfg: EvaluationConfig, log: Log) -> dict[str, Any]:
+    cases = build_task_suite(examples, cfg.max_cases_per_task)
+    tok = loaded.tokenizer
+    prompts = []
+    for case in cases:
+        ref_tokens = len(
+            tok(reference_text(case.reference), add_special_tokens=False, verbose=False)["input_ids"]
+        )
+        case.reference_tokens = ref_tokens
+        prompts.append(
+            Prompt(
+                case.prompt.messages, case.prompt.tools, min(cfg.max_new_tokens, int(ref_tokens * 1.25) + 8)
+            )
+        )
+    per_case: list[dict[str, Any]] = [
+        {"case_id": c.case_id, "task": c.task, "family": c.family} for c in cases
+    ]
+    out: dict[str, Any] = {}
+    for variant in VARIANTS:
+        gens = generate(
+            loaded, prompts, variant=variant, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
+        )
+        scores = [score_case(c, g) for c, g in zip(cases, gens, strict=True)]
+        for row, s, g in zip(per_case, scores, gens, strict=True):
+            row[variant] = {"passed": s.passed, "details": s.details, "output": g.text}
+        out[variant] = summarize_tasks(scores)
+        log(f"evaluation: task suite ({variant}) {out[variant]['passed']}/{out[variant]['cases']} passed")
+    out["cases"] = per_case
+    return out
+
+
+def _resolve_suite_path(path: Path, config_dir: Path | None) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_absolute() and config_dir is not None:
+        return config_dir / path
+    return path
+
+
+def evaluate_adapter(
+    base_dir: Path,
+    adapter_dir: Path,
+    test_examples: Sequence[dict[str, Any]],
+    cfg: EvaluationConfig,
+    *,
+    max_seq_len: int,
+    config_dir: Path | None = None,
+    log: Log = lambda _msg: None,
+) -> dict[str, Any]:
+    """Everything eval_report measures, as one JSON-ready dict (decision included)."""
+    started = time.perf_counter()
+    timing: dict[str, float] = {}
+    results: dict[str, Any] = {
+        "version": 1,
+        "base_model": str(base_dir),
+        "adapter": str(adapter_dir),
+        "config": cfg.model_dump(mode="json"),
+        "test_examples": len(test_examples),
+    }
+    with _timed(timing, "load", log):
+        loaded = load_model(base_dir, adapter_dir)
+    with torch_threads(loaded, cfg.threads) as threads:
+        results["threads"] = threads
+        _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timing, log)
+    results["metrics"] = flat_metrics(results)
+    decision = decide(results, cfg.suite_tolerance, cfg.guard_max_ppl_ratio)
+    results["decision"] = decision.to_dict()
+    results["passed"] = decision.passed
+    timing["total"] = round(time.perf_counter() - started, 2)
+    results["timing_s"] = timing
+    return results
+
+
+def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timing, log) -> None:
+    import torch
+
+    tok = loaded.tokenizer
+    with torch.inference_mode():
+        with _timed(timing, "heldout", log):
+            encoded = encode_by_task(test_examples, tok, max_seq_len, cfg.heldout_max_per_task)
+            heldout = {}
+            for variant in VARIANTS:
+                with loaded.variant(variant) as model:
+                    heldout[variant] = heldout_losses(model, encoded, loaded.pad_id, cfg.batch_size)
+            results["heldout"] = heldout
+        with _timed(timing, "guard", log):
+            texts = guard_mod.stdlib_docstrings(cfg.guard_docstrings)
+            seqs = guard_mod.encode_texts(texts, tok, cfg.guard_max_tokens)
+            g: dict[str, Any] = {"texts": len(seqs), "fingerprint": guard_mod.fingerprint(texts)}
+            for variant in VARIANTS:
+                with loaded.variant(variant) as model:
+                    g[variant] = guard_mod.text_perplexity(model, seqs, loaded.pad_id, cfg.batch_size)
+            base_ppl, tuned_ppl = g["base"]["perplexity"], g["tuned"]["perplexity"]
+            g["ratio"] = tuned_ppl / base_ppl if base_ppl else float("nan")
+            g["max_ratio"] = cfg.guard_max_ppl_ratio
+            results["guard"] = g
+    with _timed(timing, "task_suite", log):
+        results["task_suite"] = _task_suite(loaded, test_examples, cfg, log)
+    patrol: list[dict[str, Any]] = []
+    with _timed(timing, "patrol", log):
+        for raw in cfg.patrol_suites:
+            path = _resolve_suite_path(raw, config_dir)
+            suite = load_suite(path)
+            entry: dict[str, Any] = {
+                "name": path.name if path.name != "promptfooconfig.yaml" else path.parent.name,
+                "path": str(path),
+                "warnings": suite.warnings,
+            }
+            cases: dict[str, dict[str, Any]] = {}
+            for variant in VARIANTS:
+                rows, summary = run_patrol_suite(
+                    loaded,
+                    suite,
+                    variant=variant,
+                    max_new_tokens=cfg.patrol_max_new_tokens,
+                    batch_size=cfg.batch_size,
+                    max_cases=cfg.patrol_max_cases,
+                )
+                entry[variant] = summary
+                for r in rows:
+                    cases.setdefault(r.case_id, {"case_id": r.case_id, "description": r.description})[
+                        variant
+                    ] = {"status": r.status, "output": r.output, "asserts": [a.__dict__ for a in r.asserts]}
+                log(f"evaluation: patrol {entry['name']} ({variant}) accuracy {summary['accuracy']:.3f}")
+            entry["cases"] = list(cases.values())
+            patrol.append(entry)
+    results["patrol"] = {"suites": patrol}
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """name -> {"base": x, "tuned": y}: the numbers the UI plots across materializations."""
+    out: dict[str, dict[str, float]] = {}
+
+    def put(name: str, base: Any, tuned: Any) -> None:
+        if base is not None and tuned is not None:
+            out[name] = {"base": float(base), "tuned": float(tuned)}
+
+    h = results.get("heldout") or {}
+    if h:
+        put("heldout_loss", h["base"]["overall"]["loss"], h["tuned"]["overall"]["loss"])
+        put("heldout_perplexity", h["base"]["overall"]["perplexity"], h["tuned"]["overall"]["perplexity"])
+        for task, row in h["tuned"]["tasks"].items():
+            put(f"heldout_loss/{task}", h["base"]["tasks"][task]["loss"], row["loss"])
+    s = results.get("task_suite") or {}
+    if s:
+        put("suite_score", s["base"]["suite_score"], s["tuned"]["suite_score"])
+        names = {"command": "command_validity", "exact": "exact_answer", "authoring": "formula_authoring"}
+        for fam, name in names.items():
+            if fam in s["tuned"]["families"]:
+                put(name, s["base"]["families"][fam]["score"], s["tuned"]["families"][fam]["score"])
+    suites = (results.get("patrol") or {}).get("suites") or []
+    scored = sum(x["tuned"]["scored"] for x in suites)
+    if scored:
+        put(
+            "patrol_accuracy",
+            sum(x["base"]["passed"] for x in suites) / max(1, sum(x["base"]["scored"] for x in suites)),
+            sum(x["tuned"]["passed"] for x in suites) / scored,
+        )
+    g = results.get("guard") or {}
+    if g:
+        put("general_text_perplexity", g["base"]["perplexity"], g["tuned"]["perplexity"])
+    return out

@@ -1,0 +1,214 @@
+"""The task-suite checks on known good and bad answers; the decision; results.json and report.md."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from gastown_ft.corpus.examples import BASH_TOOL, assistant, make_example, tool_call, user
+from gastown_ft.corpus.pairs_beads import create_command
+from gastown_ft.corpus.pairs_formulas import author_request, next_step_examples
+from gastown_ft.errors import GastownFTError
+from gastown_ft.evaluation.compare import decide
+from gastown_ft.evaluation.generate import Generation, parse_tool_calls
+from gastown_ft.evaluation.report import load_eval_results, write_results
+from gastown_ft.evaluation.tasks import build_task_suite, score_case, summarize
+
+FORMULA = {
+    "name": "mol-demo",
+    "type": "workflow",
+    "steps": [
+        {"id": "plan", "title": "Plan"},
+        {"id": "build", "title": "Build", "needs": ["plan"]},
+        {"id": "test", "title": "Test", "needs": ["build"]},
+    ],
+}
+GOOD_TOML = (
+    'formula = "mol-demo"\ntype = "workflow"\nversion = 1\n\n[[steps]]\nid = "plan"\n\n'
+    '[[steps]]\nid = "build"\nneeds = ["plan"]\n\n[[steps]]\nid = "test"\nneeds = ["build"]\n'
+)
+
+
+def _bash_example(task: str, request: str, command: str) -> dict:
+    call = tool_call("call_x", "Bash", {"command": command})
+    return make_example(
+        task=task,
+        messages=[user(request), assistant("On it.", [call])],
+        group_id="g",
+        source_ids=["s"],
+        tools=[BASH_TOOL],
+    )
+
+
+def _text_example(task: str, question: str, answer: str) -> dict:
+    return make_example(
+        task=task, messages=[user(question), assistant(answer)], group_id="g", source_ids=["s"]
+    )
+
+
+def _reply(text: str = "", command: str | None = None) -> Generation:
+    if command is not None:
+        text += (
+            '\n<tool_call>\n{"name": "Bash", "arguments": '
+            + json.dumps({"command": command})
+            + "}\n</tool_call>"
+        )
+    return Generation(text, 10, 10, False, True, 0.1, parse_tool_calls(text))
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = {
+        "title": "Fix the flaky retry test",
+        "type": "bug",
+        "priority": 1,
+        "labels": ["ci"],
+        "parent": None,
+        "deps": [],
+        "description": "",
+    }
+    create = create_command(spec)
+    examples = [
+        _bash_example(
+            "bead_create", "File a high priority (P1) bug: Fix the flaky retry test. Label it `ci`.", create
+        ),
+        _bash_example("bead_close", "Close `gt-1`: done in abc", 'bd close gt-1 --reason "done in abc"'),
+        *[_text_example("formula_next_step", q, a) for q, a in next_step_examples(FORMULA)],
+        _text_example("formula_author", author_request(FORMULA), GOOD_TOML),
+        _text_example("formula_explain", "What does `mol-demo` do?", "It plans, builds and tests."),
+    ]
+    return build_task_suite(examples, max_cases_per_task=8), create
+
+
+def _case(cases, task):
+    return next(c for c in cases if c.task == task)
+
+
+def test_suite_keeps_checkable_tasks_with_their_family(suite):
+    cases, _ = suite
+    assert {c.task: c.family for c in cases} == {
+        "bead_create": "command",
+        "bead_close": "command",
+        "formula_next_step": "exact",
+        "formula_author": "authoring",
+    }
+    assert all(c.prompt.messages[-1]["role"] == "user" for c in cases)
+    capped = build_task_suite([_text_example("formula_next_step", "q", "Next: `a`.")] * 20, 5)
+    assert len(capped) == 5
+
+
+def test_command_checks(suite):
+    cases, create = suite
+    case = _case(cases, "bead_create")
+    assert score_case(case, _reply("Filing it.", create)).passed
+    # the same command in a fenced block in the text also counts
+    assert score_case(case, _reply(f"```bash\n{create}\n```")).passed
+    cases_bad = {
+        "no command": _reply("I would file a bug."),
+        "unknown flag": _reply("", create + " --bogus"),
+        "wrong subcommand": _reply("", "bd update gt-1 --priority 1"),
+        "missing flag": _reply("", create.replace(" -l ci", "")),
+        "wrong priority": _reply("", create.replace("-p 1", "-p 3")),
+        "wrong type": _reply("", create.replace("-t bug", "-t task")),
+    }
+    for why, gen in cases_bad.items():
+        score = score_case(case, gen)
+        assert not score.passed, why
+        assert score.details.get("reason"), why
+    close = _case(cases, "bead_close")
+    assert score_case(
+        close, _reply("", 'bd close gt-1 --reason "something else"')
+    ).passed  # flags, not values
+    assert not score_case(close, _reply("", "bd close gt-1")).passed
+
+
+def test_exact_and_authoring_checks(suite):
+    cases, _ = suite
+    nexts = [c for c in cases if c.task == "formula_next_step"]
+    for c in nexts:
+        assert score_case(c, _reply(c.reference["content"])).passed
+    after_plan = next(c for c in nexts if "after step `plan`" in c.prompt.messages[-1]["content"])
+    assert not score_case(after_plan, _reply("Next: `test` (Test).")).passed
+    assert not score_case(after_plan, _reply("Nothing: `plan` is the last step.")).passed
+    author = _case(cases, "formula_author")
+    assert score_case(author, _reply(GOOD_TOML)).passed
+    assert score_case(author, _reply("```toml\n" + GOOD_TOML + "```")).passed
+    bad = {
+        "dangling needs": GOOD_TOML.replace('needs = ["build"]', 'needs = ["deploy"]'),
+        "wrong type": GOOD_TOML.replace('type = "workflow"', 'type = "convoy"'),
+        "wrong name": GOOD_TOML.replace('formula = "mol-demo"', 'formula = "other"'),
+        "not toml": "formula = mol-demo [[",
+    }
+    for why, text in bad.items():
+        assert not score_case(author, _reply(text)).passed, why
+
+
+def test_summary_rates(suite):
+    cases, create = suite
+    scores = [
+        score_case(c, _reply(c.reference["content"] or "", create if c.task == "bead_create" else None))
+        for c in cases
+    ]
+    s = summarize(scores)
+    assert s["cases"] == len(cases) and s["families"]["exact"]["score"] == 1.0
+    assert 0 < s["suite_score"] < 1  # the close case got no command: one failure
+    assert s["tasks"]["bead_close"]["passed"] == 0
+
+
+def _results(base: float, tuned: float, base_ppl: float, tuned_ppl: float) -> dict:
+    return {
+        "task_suite": {
+            "base": {"suite_score": base, "cases": 10},
+            "tuned": {"suite_score": tuned, "cases": 10},
+        },
+        "patrol": {"suites": []},
+        "guard": {
+            "base": {"perplexity": base_ppl},
+            "tuned": {"perplexity": tuned_ppl},
+            "texts": 8,
+            "fingerprint": "0" * 64,
+            "ratio": tuned_ppl / base_ppl,
+            "max_ratio": 1.1,
+        },
+    }
+
+
+def test_decision_tolerance_and_guard():
+    assert decide(_results(0.5, 0.5, 10, 10), 0.0, 1.1).passed
+    assert not decide(_results(0.5, 0.4, 10, 10), 0.0, 1.1).passed
+    assert decide(_results(0.5, 0.4, 10, 10), 0.1, 1.1).passed
+    assert not decide(_results(0.5, 0.55, 10, 10), -0.1, 1.1).passed  # negative: must improve by 0.1
+    d = decide(_results(0.5, 0.6, 10, 11.5), 0.0, 1.1)
+    assert not d.passed and [c.name for c in d.failures] == ["general_text_guard"]
+    assert "DEGRADED" in d.summary()
+    patrol = _results(0.5, 0.6, 10, 10)
+    patrol["patrol"]["suites"] = [
+        {"name": "gt", "base": {"accuracy": 0.8, "scored": 5}, "tuned": {"accuracy": 0.6, "scored": 5}}
+    ]
+    assert [c.name for c in decide(patrol, 0.0, 1.1).failures] == ["patrol:gt"]
+
+
+def test_results_round_trip_and_report(tmp_path):
+    results = {
+        **_results(0.5, 0.6, 10.0, 10.5),
+        "metrics": {
+            "suite_score": {"base": 0.5, "tuned": 0.6},
+            "heldout_loss": {"base": float("nan"), "tuned": 1.0},
+        },
+    }
+    d = decide(results, 0.0, 1.1)
+    results.update(decision=d.to_dict(), passed=d.passed)
+    report, path = write_results(tmp_path / "ev", results)
+    loaded = load_eval_results(tmp_path / "ev")
+    assert loaded["passed"] is True and loaded["report_path"] == str(report)
+    assert loaded["metrics"]["heldout_loss"]["base"] is None  # NaN written as null (strict JSON)
+    text = report.read_text()
+    assert "decision: PASSED" in text and "| suite_score | 0.500 | 0.600 | +0.100 |" in text
+    with pytest.raises(GastownFTError):
+        load_eval_results(tmp_path / "nowhere")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(GastownFTError):
+        load_eval_results(tmp_path / "x.json")
+    assert math.isfinite(loaded["metrics"]["suite_score"]["tuned"])
