@@ -71,6 +71,8 @@ def run_swarm(n_peers: int, work: Path, assets: dict, steps: int, target_batch: 
         "samples_per_s": samples / loop_s,
         "loop_s": loop_s,
         "wall_s": time.perf_counter() - started,
+        "averaged_rounds": stats[0]["averaged_rounds"],
+        "largest_group": stats[0]["largest_group"],
         "round_s_mean": sum(rounds) / len(rounds) if rounds else None,
         "round_s_median": sorted(rounds)[len(rounds) // 2] if rounds else None,
         "bytes_per_round": stats[0]["grad_bytes_per_round"],
@@ -115,13 +117,15 @@ def main() -> None:
         f"\nSwarm on loopback, {cores} core(s), {args.steps} steps of {args.target_batch} sequences, tiny LLaMA + LoRA\n"
     )
     print(
-        "| peers | samples/s | loop s | averaging round s (mean / median) | bytes per round | sent per peer per round | LoRA bytes | full model bytes |"
+        "| peers | samples/s | loop s | steps averaged (largest group) | averaging round s (mean / median) "
+        "| bytes per round | sent per peer per round | LoRA bytes | full model bytes |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         rs = f"{r['round_s_mean']:.2f} / {r['round_s_median']:.2f}" if r["round_s_mean"] is not None else "-"
         print(
-            f"| {r['peers']} | {r['samples_per_s']:.1f} | {r['loop_s']:.1f} | {rs} | {r['bytes_per_round']:,} "
+            f"| {r['peers']} | {r['samples_per_s']:.1f} | {r['loop_s']:.1f} "
+            f"| {r['averaged_rounds']}/{args.steps} ({r['largest_group']}) | {rs} | {r['bytes_per_round']:,} "
             f"| {r['sent_bytes_per_round']:,} | {r['trainable_bytes']:,} | {r['full_model_bytes']:,} |"
         )
     print(

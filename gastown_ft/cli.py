@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gastown_ft.errors import GastownFTError
@@ -240,7 +241,7 @@ def main() -> None:
     except GastownFTError as e:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/red] {e}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
@@ -255,7 +256,7 @@ def main() -> None:
         if _state["debug"]:
             raise
         err_console.print(
-            f"[red]error:[/red] {type(e).__name__}: {e}\n  (rerun with --debug for the traceback)"
+            f"[red]error:[/red] {type(e).__name__}: {escape(str(e))}\n  (rerun with --debug for the traceback)"
         )
         sys.exit(1)
 

@@ -210,7 +210,7 @@ def lora_adapter(
                 model_fingerprint(resolved.path),
                 version,
                 out_dir,
-                context.run_id,
+                context.run.run_id,
                 log=context.log.info,
                 progress=_ProgressLog(context, "lora (swarm)", progress_sink),
             )
@@ -238,7 +238,7 @@ def lora_adapter(
         "config": cfg.training.model_dump(mode="json"),
         "project": project_version(),
         "seed": cfg.training.seed,
-        "run_id": context.run_id,
+        "run_id": context.run.run_id,
         "plan_fingerprint": plan.fingerprint,
         "backend": cfg.training.backend,
     }
@@ -290,6 +290,8 @@ def _swarm_metadata(swarm) -> dict:
         "swarm_peers_seen": MetadataValue.int(swarm.peers_seen),
         "swarm_members": MetadataValue.int(swarm.members),
         "swarm_rounds": MetadataValue.int(swarm.rounds),
+        "swarm_averaged_rounds": MetadataValue.int(swarm.averaged_rounds),
+        "swarm_largest_group": MetadataValue.int(swarm.largest_group),
         "swarm_mean_round_seconds": MetadataValue.float(round(d["mean_round_seconds"] or 0.0, 3)),
         "swarm_bytes_per_round": MetadataValue.int(swarm.grad_bytes_per_round),
         "swarm_sent_bytes_per_round": MetadataValue.int(d["sent_bytes_per_round"]),

@@ -19,7 +19,7 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Path to 
 @peer_app.command()
 def keygen(
     out: Annotated[
-        Path | None, typer.Option("--out", help="Where to write the key; default: [swarm] key_file.")
+        Path | None, typer.Option("--out", help="Where to write the key; default: swarm.key_file.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing key file.")] = False,
     show: Annotated[bool, typer.Option("--show", help="Only print the id of the existing key.")] = False,
@@ -57,7 +57,7 @@ def join(
 ) -> None:
     """Join a swarm training run as one more peer: same corpus version, base model and settings.
 
-    Refuses when this machine's corpus splits, base model or [training] settings differ from the run's."""
+    Refuses when this machine's corpus splits, base model or training settings differ from the run's."""
     from gastown_ft.cli import console, settings_for_command
     from gastown_ft.errors import GastownFTError
     from gastown_ft.swarm.session import join_run
@@ -74,7 +74,7 @@ def join(
     if not peers:
         raise GastownFTError(
             "no peer to join: pass --initial-peers with an address the first machine printed",
-            hint="or set [swarm] initial_peers in gastown-ft.toml",
+            hint="or set swarm.initial_peers in gastown-ft.toml",
         )
 
     def progress(ev: dict) -> None:
@@ -82,10 +82,15 @@ def join(
             f"step {ev['step']}/{ev['total_steps']} loss {ev['loss']:.4f} peers {ev.get('peers', '?')} "
             f"{ev['tokens_per_s']:,.0f} tokens/s",
             highlight=False,
+            markup=False,
         )
 
     result = join_run(
-        settings, run_id, peers, log=lambda m: console.print(m, highlight=False), progress=progress
+        settings,
+        run_id,
+        peers,
+        log=lambda m: console.print(m, highlight=False, markup=False),
+        progress=progress,
     )
     swarm, train = result.swarm, result.train
     if as_json:
@@ -105,6 +110,7 @@ def join(
             f"{train.status}: step {train.steps_done}/{train.total_steps}, {swarm.samples} sequences trained "
             f"here, {swarm.peers_seen} peers seen; adapter in {train.adapter_dir}",
             highlight=False,
+            markup=False,
         )
     if train.status != "completed":
         raise typer.Exit(1)

@@ -79,8 +79,28 @@ class SwarmOptimizer(Optimizer):
 
     def __init__(self, *, swarm_key: SwarmKey, run_id: str, **kwargs) -> None:
         self._swarm_key = swarm_key
-        factory = partial(GatedGradientAverager, swarm_key=swarm_key, run_id=run_id)
+        # Peers in each gradient averaging round this peer finished (1: it stepped on its own gradients,
+        # no group formed or the round failed). The tracker's peer count is only an estimate; this is
+        # who really averaged.
+        self.group_sizes: list[int] = []
+        # hivemind 1.1.12 hands averager_opts to the state averager only, not to the gradient averager
+        # (despite its docstring): pass them on here, or its request_timeout stays 3 s.
+        factory = partial(
+            GatedGradientAverager, swarm_key=swarm_key, run_id=run_id, **(kwargs.get("averager_opts") or {})
+        )
         super().__init__(run_id=run_id, grad_averager_factory=factory, **kwargs)
+
+    def _average_gradients_and_load_into_optimizer(self, maybe_step_control) -> None:
+        super()._average_gradients_and_load_into_optimizer(maybe_step_control)
+        size = 1
+        if (
+            maybe_step_control is not None
+            and maybe_step_control.done()
+            and not maybe_step_control.cancelled()
+        ):
+            if maybe_step_control.exception() is None:
+                size = len(maybe_step_control.result())
+        self.group_sizes.append(size)
 
     def _make_state_averager(self, **kwargs) -> TrainingStateAverager:
         # The same arguments as hivemind.Optimizer._make_state_averager (hivemind 1.1.12), gated.

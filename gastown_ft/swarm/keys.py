@@ -78,7 +78,7 @@ def load_key(path: str | os.PathLike | None) -> SwarmKey:
     if path is None:
         raise GastownFTError(
             "no swarm key: a swarm run needs a shared key",
-            hint=f"run `gastown-ft peer keygen`, set [swarm] key_file, or export {KEY_ENV}",
+            hint=f"run `gastown-ft peer keygen`, set swarm.key_file in gastown-ft.toml, or export {KEY_ENV}",
         )
     path = Path(path).expanduser()
     if not path.is_file():

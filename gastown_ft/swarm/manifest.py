@@ -36,16 +36,16 @@ class RunManifest:
     compression: str
     average_state_every: int
 
-    # Field -> how an operator reads a difference in it.
+    # Field -> (what an operator calls it, what makes it the same as the run's).
     _WHAT = {
-        "corpus_version": "corpus version (materialize corpus_splits from the same town data)",
-        "base_model": "base model (use the same base model files)",
-        "plan": "training plan (the [training] settings or the tokenized data differ)",
-        "project": "gastown-ft version",
-        "target_batch_size": "swarm.target_batch_size",
-        "total_steps": "optimizer steps (training.max_steps / epochs)",
-        "compression": "swarm.compression",
-        "average_state_every": "swarm.average_state_every",
+        "corpus_version": ("corpus version", "materialize corpus_splits from the same town data"),
+        "base_model": ("base model", "use the same base model files"),
+        "plan": ("training plan", "use the same training settings and corpus"),
+        "project": ("gastown-ft version", "install the same gastown-ft version"),
+        "target_batch_size": ("swarm.target_batch_size", "copy the swarm settings"),
+        "total_steps": ("optimizer steps", "use the same training.max_steps / epochs"),
+        "compression": ("swarm.compression", "copy the swarm settings"),
+        "average_state_every": ("swarm.average_state_every", "copy the swarm settings"),
     }
 
     def to_bytes(self) -> bytes:
@@ -56,15 +56,16 @@ class RunManifest:
         raw = json.loads(data)
         return cls(**{f.name: raw[f.name] for f in fields(cls)})
 
-    def differences(self, other: RunManifest) -> list[str]:
-        """One line per field that differs: "what: ours vs theirs" (hashes shortened)."""
+    def differences(self, other: RunManifest) -> list[tuple[str, str]]:
+        """(what differs: "ours vs theirs" with hashes shortened, how to fix it), one per field."""
         out = []
         for f in fields(self):
             if f.name == "run_id":
                 continue
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if mine != theirs:
-                out.append(f"{self._WHAT[f.name]}: this machine {_short(mine)}, the run {_short(theirs)}")
+                name, fix = self._WHAT[f.name]
+                out.append((f"{name} (this machine {_short(mine)}, the run {_short(theirs)})", fix))
         return out
 
 
@@ -106,7 +107,10 @@ def fetch_manifest(dht, key: SwarmKey, run_id: str, timeout_s: float) -> RunMani
 def check_compatible(local: RunManifest, remote: RunManifest) -> None:
     diffs = local.differences(remote)
     if diffs:
+        # One line, however many fields differ: the CLI prints it as the error line, the fix as the hint.
+        fixes = list(dict.fromkeys(fix for _what, fix in diffs))
         raise GastownFTError(
-            f"this machine cannot join run {remote.run_id}: it differs in\n    " + "\n    ".join(diffs),
-            hint="every peer must train on the same corpus version, base model and [training] settings",
+            f"this machine cannot join run {remote.run_id}, it differs in: "
+            + "; ".join(what for what, _fix in diffs),
+            hint="; ".join(fixes) + " (every peer trains on the same corpus, base model and settings)",
         )

@@ -97,8 +97,10 @@ class SwarmStats:
     first: bool
     peers_at_start: int = 0
     peers_seen: int = 0  # most peers the progress tracker counted at once
-    members: int = 0  # peers that ever announced themselves in this run
+    members: int = 0  # peers that announced themselves in this run by its end (those that left included)
     rounds: int = 0  # swarm steps this peer took part in (not those it loaded)
+    averaged_rounds: int = 0  # of those, the steps whose gradients it averaged with at least one other peer
+    largest_group: int = 0  # most peers in one gradient averaging round (this peer included)
     round_seconds: list[float] = field(default_factory=list)  # wall time of each step call that averaged
     samples: int = 0  # sequences this peer trained on
     samples_per_s: float = 0.0
@@ -184,9 +186,24 @@ def train_swarm(
         stats.peers_at_start = wait_for_peers(
             dht, key, manifest.run_id, cfg.min_peers, cfg.start_timeout_s, should_stop=should_stop, log=say
         )
-        stats.members = len(listed(dht, key, manifest.run_id, "members"))
         say(f"{stats.peers_at_start} peer(s) ready in run {manifest.run_id}; training")
-        result = _train(plan, out_dir, opt, model, params, stats, first, progress, should_stop)
+
+        def count_members() -> int:  # at the end: late joiners count too
+            return len(listed(dht, key, manifest.run_id, "members"))
+
+        result = _train(
+            plan,
+            out_dir,
+            opt,
+            model,
+            params,
+            stats,
+            first,
+            progress,
+            should_stop,
+            count_members,
+            sync_timeout_s=max(5.0, 3 * cfg.matchmaking_time),
+        )
         return SwarmResult(result, stats)
     finally:
         if opt is not None:
@@ -247,14 +264,40 @@ def _build(plan: TrainingPlan, cfg: SwarmConfig, dht, key: SwarmKey, manifest: R
         average_state_every=cfg.average_state_every,
         # hivemind warns (rare deadlocks) unless a leader answers faster than a group forms.
         averager_opts={"request_timeout": min(cfg.request_timeout, cfg.matchmaking_time / 2)},
-        tracker_opts={"metadata_expiration": cfg.peer_expiration_s},
+        # While it sees no peer, the tracker looks again after default_refresh_period (3 s in hivemind):
+        # long enough for the first peer to take its first steps alone. Look as often as groups form.
+        tracker_opts={
+            "metadata_expiration": cfg.peer_expiration_s,
+            "default_refresh_period": min(3.0, cfg.matchmaking_time),
+        },
         client_mode=cfg.client_mode,
     )
     return opt, model, params
 
 
+def _await_tracker(opt, n_peers: int, timeout_s: float, should_stop) -> None:
+    """Until hivemind's progress tracker counts `n_peers` (it learns of a peer once that peer reported
+    samples, at its next refresh), at most `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while opt.tracker.global_progress.num_peers < n_peers and time.monotonic() < deadline:
+        if should_stop is not None and should_stop():
+            return
+        time.sleep(0.1)
+
+
 def _train(
-    plan, out_dir: Path, opt, model, params, stats: SwarmStats, first, progress, should_stop
+    plan,
+    out_dir: Path,
+    opt,
+    model,
+    params,
+    stats: SwarmStats,
+    first,
+    progress,
+    should_stop,
+    count_members,
+    *,
+    sync_timeout_s: float,
 ) -> TrainResult:
     import torch
 
@@ -283,6 +326,9 @@ def _train(
     epoch_losses: list[float] = []
     tokens, status = 0, "completed"
     loop_start = time.perf_counter()
+    # A fresh run's peers passed the barrier together; each waits after its first micro-batch until its
+    # tracker counts them all, or the first peer gathers the first step's target batch on its own.
+    sync_with = stats.peers_at_start if opt.local_epoch == 0 and stats.peers_at_start > 1 else 0
     while opt.local_epoch < plan.total_steps:
         if should_stop is not None and should_stop():
             status = "cancelled"
@@ -299,6 +345,9 @@ def _train(
         before, t0 = opt.local_epoch, time.perf_counter()
         opt.step(batch_size=int(batch["input_ids"].shape[0]))
         opt.zero_grad()
+        if sync_with:
+            _await_tracker(opt, sync_with, sync_timeout_s, should_stop)
+            sync_with = 0
         stats.peers_seen = max(stats.peers_seen, opt.tracker.global_progress.num_peers)
         if opt.local_epoch > before:
             if opt.local_epoch == before + 1:
@@ -322,6 +371,9 @@ def _train(
                 )
     # Apply a state averaging still running in the background, so the saved weights are the swarm's.
     opt.state_averager.step(wait_for_delayed_updates=True)
+    stats.members = count_members()
+    stats.averaged_rounds = sum(1 for n in opt.group_sizes if n > 1)
+    stats.largest_group = max(opt.group_sizes, default=1 if stats.rounds else 0)
     loop_seconds = time.perf_counter() - loop_start
     stats.samples_per_s = stats.samples / loop_seconds if loop_seconds > 0 else 0.0
 

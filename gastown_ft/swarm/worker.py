@@ -4,12 +4,17 @@ For the benchmark and the multi-process tests, which start peers on loopback. Th
 model directory, the train/validation examples (a JSON file), the [training] and [swarm] settings,
 the run id, the key file, the role and where to write the adapter; the peer prints one JSON line per
 event on stdout (`listening`, `step`, `done`), so a parent can follow it.
+
+With `initial_peers_file` the peer gets ready (imports, tokenized data) and then waits for that file
+(a JSON list of multiaddrs) before it joins: a parent can start it early and let it join the moment it
+wants, without paying the start-up then.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from gastown_ft.config import SwarmConfig, TrainingConfig
@@ -38,6 +43,12 @@ def run(spec: dict) -> int:
         data.get("corpus_version", "spec"),
         model_fingerprint(Path(spec["base_model"])),
     )
+    initial_peers = list(spec.get("initial_peers") or [])
+    if spec.get("initial_peers_file"):
+        import hivemind.optim  # noqa: F401  (imported now, not after the go)
+
+        _emit("standing_by")
+        initial_peers = _wait_for_peers_file(Path(spec["initial_peers_file"]))
     result = train_swarm(
         plan,
         spec["out_dir"],
@@ -45,7 +56,7 @@ def run(spec: dict) -> int:
         key=load_key(spec["key_file"]),
         manifest=manifest,
         first=bool(spec["first"]),
-        initial_peers=list(spec.get("initial_peers") or []),
+        initial_peers=initial_peers,
         on_listening=lambda maddrs: _emit("listening", maddrs=maddrs),
         progress=lambda ev: _emit("step", **ev),
         log=lambda msg: _emit("log", message=msg),
@@ -59,6 +70,15 @@ def run(spec: dict) -> int:
         swarm=result.swarm.to_dict(),
     )
     return 0 if result.train.status == "completed" else 1
+
+
+def _wait_for_peers_file(path: Path, timeout_s: float = 600.0) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():  # the parent writes it in one rename
+        if time.monotonic() >= deadline:
+            raise GastownFTError(f"no {path} after {timeout_s:.0f} s")
+        time.sleep(0.1)
+    return list(json.loads(path.read_text(encoding="utf-8")))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +75,7 @@ class Peer:
                 ev = json.loads(line)
             except ValueError:
                 continue
+            ev["at"] = time.monotonic()  # when it arrived, for timelines
             self.events.put(ev)
 
     def wait_for(self, predicate, timeout: float) -> dict:
@@ -129,6 +131,83 @@ class Peer:
         self.proc.wait(timeout=10)
 
 
+class Command:
+    """A `gastown-ft` command line in its own process group, its stdout and stderr followed line by line."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str] | None = None) -> None:
+        self.lines: list[str] = []  # both streams, in arrival order
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._changed = threading.Condition()
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gastown-ft"), *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={
+                **os.environ,
+                "HF_HUB_OFFLINE": "1",
+                "PYTHONUNBUFFERED": "1",
+                "COLUMNS": "400",
+                **(env or {}),
+            },
+            start_new_session=True,
+        )
+        self.pgid = self.proc.pid
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr), daemon=True),
+        ]
+        for t in self._pumps:
+            t.start()
+
+    def _pump(self, stream, own: list[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                own.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for_output(self, pattern: str, timeout: float):
+        """The first match of the regex `pattern` in the output so far or to come."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = re.search(pattern, "\n".join(self.lines))
+                if found:
+                    return found
+                if self.proc.poll() is not None and not any(t.is_alive() for t in self._pumps):
+                    raise RuntimeError(f"exited {self.proc.returncode} before {pattern!r}:\n{self.output}")
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"no {pattern!r} in {timeout} s:\n{self.output[-4000:]}")
+                self._changed.wait(timeout=1.0)
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout=timeout)
+        for t in self._pumps:
+            t.join(timeout=10)
+        return code
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # the group: p2pd and averagers too
+            try:
+                os.killpg(self.pgid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
 class Swarm:
     """Starts peers for one test and always ends every one of them."""
 
@@ -144,10 +223,12 @@ class Swarm:
         examples: Path,
         first: bool,
         initial_peers: list[str] | None = None,
+        initial_peers_file: Path | None = None,
         training: dict | None = None,
         swarm: dict | None = None,
         key_file: Path | None = None,
     ) -> Peer:
+        """A peer; with `initial_peers_file` it gets ready and joins once `release` writes that file."""
         spec = {
             "base_model": str(self.base_model),
             "examples": str(examples),
@@ -157,11 +238,19 @@ class Swarm:
             "key_file": str(key_file or self.key_file),
             "first": first,
             "initial_peers": initial_peers or [],
+            "initial_peers_file": str(initial_peers_file) if initial_peers_file else None,
             "out_dir": str(self.work / name),
         }
         peer = Peer(name, spec, self.work)
         self.peers.append(peer)
         return peer
+
+    @staticmethod
+    def release(initial_peers_file: Path, maddrs: list[str]) -> None:
+        """Let the peers standing by on this file join, with these addresses."""
+        staged = initial_peers_file.with_suffix(".tmp")
+        staged.write_text(json.dumps(maddrs))
+        staged.rename(initial_peers_file)
 
     def stop_all(self) -> None:
         for peer in self.peers:

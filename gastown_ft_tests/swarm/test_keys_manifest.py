@@ -59,8 +59,10 @@ def test_manifest_mismatch_names_what_differs_with_short_hashes():
     mine = dataclasses.replace(run, corpus_version="d" * 64, compression="none")
     with pytest.raises(GastownFTError) as e:
         check_compatible(mine, run)
-    text = str(e.value)
-    assert "corpus version" in text and "swarm.compression" in text
-    assert "this machine dddddddddddd, the run aaaaaaaaaaaa" in text
-    assert "base model" not in text.split("hint:")[0]
+    message = e.value.args[0]  # the error line; the fix goes in the hint
+    assert "\n" not in message
+    assert "corpus version (this machine dddddddddddd, the run aaaaaaaaaaaa)" in message
+    assert "swarm.compression (this machine none, the run float16)" in message
+    assert "base model" not in message
+    assert "materialize corpus_splits" in e.value.hint and "copy the swarm settings" in e.value.hint
     assert RunManifest.from_bytes(run.to_bytes()) == run
