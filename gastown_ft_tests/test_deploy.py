@@ -89,7 +89,8 @@ def test_dagster_yaml_gives_a_postgres_instance(postgres: PgInfo, tmp_path, monk
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 4
         assert [dict(t) for t in queue.tag_concurrency_limits] == [
-            {"key": "gastown-ft/stage", "value": "training", "limit": 1}
+            {"key": "gastown-ft/stage", "value": "training", "limit": 1},
+            {"key": "gastown-ft/stage", "value": "corpus", "limit": 1},
         ]
     finally:
         instance.dispose()
