@@ -155,7 +155,7 @@ def train(
     settings = _settings()
     if dry_run:
         from gastown_ft.artifacts import ArtifactStore
-        from gastown_ft.assets.training import plan_for
+        from gastown_ft.training.inputs import plan_for
 
         plan, _resolved, version = plan_for(settings, ArtifactStore(settings.artifacts.dir))
         console.print(f"corpus version  {version[:16]}")

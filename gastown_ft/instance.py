@@ -6,6 +6,7 @@ import os
 import shutil
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from gastown_ft.config import CONFIG_ENV, Settings
 
@@ -29,3 +30,13 @@ def local_instance(settings: Settings):
 
     prepare_dagster_home(settings)
     return DagsterInstance.get()
+
+
+def latest_metadata(instance, asset_name: str) -> dict[str, Any] | None:
+    """The metadata values of an asset's last materialization; None when it has never been materialized."""
+    from dagster import AssetKey
+
+    event = instance.get_latest_materialization_event(AssetKey(asset_name))
+    if event is None or event.asset_materialization is None:
+        return None
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}

@@ -28,25 +28,24 @@ from dagster import (
 )
 
 from gastown_ft.artifacts import ArtifactStore
-from gastown_ft.assets.training import load_split_examples
 from gastown_ft.config import Settings
 from gastown_ft.errors import GastownFTError
+from gastown_ft.instance import latest_metadata
 from gastown_ft.resources import GastownSettings
+from gastown_ft.training.inputs import embedded_model_dir, load_split_examples
 
 EVALUATION_DIR = "evaluation"
 CHECK_NAME = "tuned_not_worse_than_base"
 
 
 def _adapter_dir(context: AssetExecutionContext) -> Path:
-    event = context.instance.get_latest_materialization_event(AssetKey("lora_adapter"))
-    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
-    path = meta.get("path")
+    path = (latest_metadata(context.instance, "lora_adapter") or {}).get("path")
     if path is None:
         raise Failure(
             description="there is no trained adapter to evaluate: lora_adapter has not been materialized",
             metadata={"hint": "train first: gastown-ft train (or materialize lora_adapter)"},
         )
-    adapter = Path(str(path.value))
+    adapter = Path(str(path))
     if not (adapter / "adapter_config.json").is_file():
         raise Failure(
             description=f"the adapter of the last training run is missing: {adapter}",
@@ -70,7 +69,7 @@ def _base_dir(adapter: Path, cfg: Settings, store: ArtifactStore) -> Path:
     return resolve_base_model(
         cfg.training.base_model,
         allow_network=cfg.training.allow_network,
-        embedded_dir=store.root / "models" / "embedded",
+        embedded_dir=embedded_model_dir(store),
     ).path
 
 

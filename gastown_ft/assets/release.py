@@ -14,14 +14,15 @@ from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult,
 from gastown_ft.artifacts import ArtifactStore
 from gastown_ft.corpus.splits import SPLITS
 from gastown_ft.errors import GastownFTError
+from gastown_ft.instance import latest_metadata
 from gastown_ft.resources import GastownSettings
 
 
 def _latest_metadata(context: AssetExecutionContext, name: str) -> dict:
-    event = context.instance.get_latest_materialization_event(AssetKey(name))
-    if not event or not event.asset_materialization:
+    meta = latest_metadata(context.instance, name)
+    if meta is None:
         raise Failure(description=f"{name} has not been materialized: nothing to export")
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    return meta
 
 
 def _corpus_summary(store: ArtifactStore, version: str | None) -> dict:

@@ -7,7 +7,6 @@ queue (dagster.yaml) limits to one at a time: a second training run waits in the
 import hashlib
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -25,10 +24,10 @@ from dagster import (
 
 from gastown_ft.artifacts import ArtifactStore
 from gastown_ft.config import Settings
-from gastown_ft.corpus.splits import SPLITS, corpus_version, example_from_record
 from gastown_ft.errors import GastownFTError
 from gastown_ft.provenance import project_version
 from gastown_ft.resources import GastownSettings
+from gastown_ft.training.inputs import embedded_model_dir, plan_for
 
 TRAINING_TAGS = {"gastown-ft/stage": "training"}
 LOG_EVERY_S = 10.0
@@ -57,10 +56,6 @@ class _ProgressLog:
                 f"{self.what}: step {ev.get('step')}/{total} loss {ev.get('loss', float('nan')):.4f} "
                 f"{ev.get('tokens_per_s', 0):,.0f} tokens/s ETA {_fmt_eta(ev.get('eta_s', 0))}"
             )
-
-
-def _embedded_dir(store: ArtifactStore) -> Path:
-    return store.root / "models" / "embedded"
 
 
 def _scrubbed_texts(store: ArtifactStore):
@@ -100,7 +95,7 @@ def base_model(
     store = settings.store()
     meta: dict = {}
     if cfg.training.base_model == "embedded":
-        target = _embedded_dir(store)
+        target = embedded_model_dir(store)
         key = _embedded_key(store, cfg)
         marker = target / "gastown_ft_build.json"
         built = json.loads(marker.read_text()) if marker.exists() else None
@@ -131,7 +126,7 @@ def base_model(
         resolved = resolve_base_model(
             cfg.training.base_model,
             allow_network=cfg.training.allow_network,
-            embedded_dir=_embedded_dir(store),
+            embedded_dir=embedded_model_dir(store),
         )
     except GastownFTError as e:
         raise Failure(description=str(e)) from None
@@ -146,31 +141,6 @@ def base_model(
             "path": MetadataValue.path(str(resolved.path)),
         }
     )
-
-
-def load_split_examples(store: ArtifactStore, split: str) -> list[dict]:
-    path = store.root / "corpus" / "splits" / "data" / f"{split}.parquet"
-    if not path.exists():
-        return []
-    return [example_from_record(r) for r in pq.read_table(path).to_pylist()]
-
-
-def plan_for(cfg: Settings, store: ArtifactStore):
-    """The training plan (tokenized corpus, steps, estimate) for the current splits and base model."""
-    from gastown_ft.training.base_model import resolve_base_model
-    from gastown_ft.training.lora import plan_training
-
-    resolved = resolve_base_model(
-        cfg.training.base_model, allow_network=cfg.training.allow_network, embedded_dir=_embedded_dir(store)
-    )
-    splits = {name: load_split_examples(store, name) for name in SPLITS}
-    if not splits["train"]:
-        raise GastownFTError(
-            "there are no training examples yet",
-            hint="materialize corpus_splits first (gastown-ft materialize -s corpus_splits)",
-        )
-    plan = plan_training(resolved.path, splits["train"], splits["validation"], cfg.training)
-    return plan, resolved, corpus_version(splits)
 
 
 @asset(

@@ -88,8 +88,8 @@ def join_run(
     progress: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> SwarmResult:
-    from gastown_ft.assets.training import plan_for
     from gastown_ft.training.base_model import model_fingerprint
+    from gastown_ft.training.inputs import plan_for
 
     store = ArtifactStore(settings.artifacts.dir)
     plan, resolved, corpus_version = plan_for(settings, store)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -32,20 +31,18 @@ from gastown_ft.swarm.members import announce, listed, wait_for_peers
 from gastown_ft.swarm.network import start_dht, visible_maddrs
 from gastown_ft.training.data import IGNORE_INDEX, collate
 from gastown_ft.training.lora import (
-    ADAPTER,
     MAX_GRAD_NORM,
     STATE_FILE,
     TrainingPlan,
     TrainResult,
     _atomic_write_json,
-    _fsync_tree,
     _prepare_model,
-    _replace_dir,
     _Schedule,
     _seed_everything,
     _token_loss_sum,
     evaluate_loss,
     peak_rss_bytes,
+    save_adapter,
 )
 
 
@@ -383,11 +380,7 @@ def _train(
         v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size)
         if v is not None:
             val_loss.append((steps, v))
-        adapter_dir = out_dir / ADAPTER
-        staged = out_dir / f".tmp-{ADAPTER}-{uuid.uuid4().hex}"
-        model.save_pretrained(str(staged))
-        _fsync_tree(staged)
-        _replace_dir(staged, adapter_dir)
+        adapter_dir = save_adapter(model, out_dir)
     result = TrainResult(
         status=status,
         out_dir=out_dir,

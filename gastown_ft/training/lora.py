@@ -530,6 +530,16 @@ def _replace_dir(staged: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def save_adapter(model, out_dir: Path) -> Path:
+    """Save the trained adapter as `out_dir/adapter`, atomically (staged, synced, swapped in)."""
+    adapter_dir = out_dir / ADAPTER
+    staged = out_dir / f".tmp-{ADAPTER}-{uuid.uuid4().hex}"
+    model.save_pretrained(str(staged))
+    _fsync_tree(staged)
+    _replace_dir(staged, adapter_dir)
+    return adapter_dir
+
+
 def _checkpoints(root: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (their state.json is the last file written), oldest first."""
     out = []
@@ -850,11 +860,7 @@ def _train(plan, out_dir, ckpt_root, resume, progress, should_stop, stops) -> Tr
             v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size)
             if v is not None:
                 val_loss.append((step, v))
-        adapter_dir = out_dir / ADAPTER
-        staged = out_dir / f".tmp-{ADAPTER}-{uuid.uuid4().hex}"
-        model.save_pretrained(str(staged))
-        _fsync_tree(staged)
-        _replace_dir(staged, adapter_dir)
+        adapter_dir = save_adapter(model, out_dir)
 
     loop_seconds = time.perf_counter() - loop_start
     result = TrainResult(

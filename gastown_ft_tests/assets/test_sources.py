@@ -26,6 +26,7 @@ from gastown_ft.corpus.documents import SOURCES
 from gastown_ft.definitions import defs
 from gastown_ft.orchestrate import all_asset_names, asset_names_through, materialize_assets
 from gastown_ft.status import asset_status
+from gastown_ft_tests.unprivileged import run_as_nobody
 
 
 def write_config(dir_: Path, **town) -> Settings:
@@ -300,34 +301,15 @@ def read_formulas_as_nobody(root: Path) -> dict:
     from gastown_ft.corpus.scan import TownScan
     from gastown_ft.corpus.sources import READERS
 
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no pytest machinery past this point, always _exit
-        code = 0
-        try:
-            os.close(rfd)
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-            log = ReadLog()
-            docs = [
-                d.path
-                for d in READERS["formulas"](TownScan(TownConfig(root=root, claude_projects_dir=root)), log)
-            ]
-            os.write(
-                wfd, json.dumps({"docs": docs, "q": [[q.path, q.reason] for q in log.quarantined]}).encode()
-            )
-        except BaseException as e:  # noqa: BLE001
-            os.write(wfd, json.dumps({"error": repr(e)}).encode())
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    with os.fdopen(rfd, "rb") as fh:
-        data = fh.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
+    def read() -> dict:
+        log = ReadLog()
+        docs = [
+            d.path
+            for d in READERS["formulas"](TownScan(TownConfig(root=root, claude_projects_dir=root)), log)
+        ]
+        return {"docs": docs, "q": [[q.path, q.reason] for q in log.quarantined]}
+
+    return run_as_nobody(read)
 
 
 def test_unreadable_file_is_quarantined():

@@ -25,6 +25,7 @@ from gastown_ft.automation.snapshots import (
     transcript_files_snapshot,
 )
 from gastown_ft_tests.automation.small_town import FORMULA, commit_all, git, make_small_town, transcript_line
+from gastown_ft_tests.unprivileged import run_as_nobody
 
 
 def kinds(changes) -> list[tuple[str, str]]:
@@ -204,35 +205,17 @@ def _snapshot_as_nobody(root: Path, projects: Path) -> dict:
     """formula_files and rig_heads seen by an unprivileged user (as root, every file is readable)."""
     from gastown_ft.config import TownConfig
 
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no pytest machinery past this point, always _exit
-        code = 0
-        try:
-            os.close(rfd)
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
-            cfg = TownConfig(root=root, claude_projects_dir=projects)
-            f, h = formula_files(cfg), rig_heads(cfg)
-            out = {
-                "files": {p: s.to_json() for p, s in f.files.items()},
-                "unreadable": f.unreadable,
-                "heads": h.heads,
-                "heads_unreadable": h.unreadable,
-            }
-            os.write(wfd, json.dumps(out).encode())
-        except BaseException as e:  # noqa: BLE001
-            os.write(wfd, json.dumps({"error": repr(e)}).encode())
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    with os.fdopen(rfd, "rb") as fh:
-        data = fh.read()
-    os.waitpid(pid, 0)
-    return json.loads(data)
+    def snapshot() -> dict:
+        cfg = TownConfig(root=root, claude_projects_dir=projects)
+        f, h = formula_files(cfg), rig_heads(cfg)
+        return {
+            "files": {p: s.to_json() for p, s in f.files.items()},
+            "unreadable": f.unreadable,
+            "heads": h.heads,
+            "heads_unreadable": h.unreadable,
+        }
+
+    return run_as_nobody(snapshot)
 
 
 def test_unreadable_directory_and_git_head_keep_their_last_state():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gastown_ft.artifacts import ArtifactStore
-from gastown_ft.assets.training import load_split_examples
+from gastown_ft.training.inputs import load_split_examples
 
 
 @pytest.fixture(scope="module")
