@@ -27,7 +27,7 @@ from gastown_ft.config import Settings
 from gastown_ft.errors import GastownFTError
 from gastown_ft.provenance import project_version
 from gastown_ft.resources import GastownSettings
-from gastown_ft.training.inputs import embedded_model_dir, plan_for
+from gastown_ft.training.inputs import embedded_model_dir, plan_for, resolve_configured_base
 
 TRAINING_TAGS = {"gastown-ft/stage": "training"}
 LOG_EVERY_S = 10.0
@@ -89,7 +89,7 @@ def _embedded_key(store: ArtifactStore, cfg: Settings) -> str:
 def base_model(
     context: AssetExecutionContext, settings: GastownSettings, progress_sink: ResourceParam[Any]
 ) -> MaterializeResult:
-    from gastown_ft.training.base_model import build_embedded_model, model_fingerprint, resolve_base_model
+    from gastown_ft.training.base_model import build_embedded_model, model_fingerprint
 
     cfg = settings.load()
     store = settings.store()
@@ -123,11 +123,7 @@ def base_model(
             pretrain_tokens_per_s=MetadataValue.float(round(report["tokens_per_s"], 1)),
         )
     try:
-        resolved = resolve_base_model(
-            cfg.training.base_model,
-            allow_network=cfg.training.allow_network,
-            embedded_dir=embedded_model_dir(store),
-        )
+        resolved = resolve_configured_base(cfg, store)
     except GastownFTError as e:
         raise Failure(description=str(e)) from None
     fingerprint = model_fingerprint(resolved.path)
@@ -187,6 +183,17 @@ def lora_adapter(
         except GastownFTError as e:
             raise Failure(description=str(e)) from None
         result, swarm = outcome.train, outcome.swarm
+    elif cfg.training.processes > 1:
+        from gastown_ft.training.lora import TrainResult
+        from gastown_ft.training.parallel import launch_data_parallel
+
+        try:
+            state = launch_data_parallel(
+                cfg.config_path, out_dir, cfg.training.processes, log=context.log.info
+            )
+        except GastownFTError as e:
+            raise Failure(description=str(e)) from None
+        result = TrainResult.from_state(state, out_dir)
     else:
         result = train_lora(plan, out_dir, resume=True, progress=_ProgressLog(context, "lora", progress_sink))
     if result.status != "completed":

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gastown_ft.errors import GastownFTError
-from gastown_ft.training.chat_format import EOS, TURN_END, render
+from gastown_ft.training.chat_format import BOS, EOS, TURN_END, render, sequence_prefix
 
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 
@@ -181,8 +181,10 @@ def parse_tool_calls(text: str) -> list[dict[str, Any]]:
     return calls
 
 
-def render_prompt(prompt: Prompt) -> str:
-    return render(prompt.messages, prompt.tools or None, add_generation_prompt=True)
+def render_prompt(prompt: Prompt, tokenizer=None) -> str:
+    """The prompt as the model's chat template renders it (its sequence prefix included)."""
+    bos = sequence_prefix(tokenizer) if tokenizer is not None else BOS
+    return render(prompt.messages, prompt.tools or None, add_generation_prompt=True, bos=bos)
 
 
 def generate(
@@ -205,7 +207,7 @@ def generate(
 
     tok = loaded.tokenizer
     budgets = [min(max_new_tokens, p.max_new_tokens or max_new_tokens) for p in prompts]
-    full = [tok(render_prompt(p), add_special_tokens=False, verbose=False)["input_ids"] for p in prompts]
+    full = [tok(render_prompt(p, tok), add_special_tokens=False, verbose=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (budgets[i], len(full[i])))
     out: list[Generation | None] = [None] * len(prompts)
     done = 0

@@ -33,16 +33,16 @@ from gastown_ft.training.data import IGNORE_INDEX, collate
 from gastown_ft.training.lora import (
     MAX_GRAD_NORM,
     STATE_FILE,
+    LRSchedule,
     TrainingPlan,
     TrainResult,
-    _atomic_write_json,
-    _prepare_model,
-    _Schedule,
-    _seed_everything,
-    _token_loss_sum,
+    atomic_write_json,
     evaluate_loss,
     peak_rss_bytes,
+    prepare_model,
     save_adapter,
+    seed_everything,
+    token_loss_sum,
 )
 
 
@@ -235,8 +235,8 @@ def _build(plan: TrainingPlan, cfg: SwarmConfig, dht, key: SwarmKey, manifest: R
     from gastown_ft.swarm.averagers import SwarmOptimizer
 
     tcfg = plan.cfg
-    _seed_everything(tcfg.seed)  # every peer starts from the same LoRA initialisation
-    model = _prepare_model(plan)
+    seed_everything(tcfg.seed)  # every peer starts from the same LoRA initialisation
+    model = prepare_model(plan)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]  # only these are averaged
     grad_c, state_c = compressions(cfg.compression)
@@ -249,7 +249,7 @@ def _build(plan: TrainingPlan, cfg: SwarmConfig, dht, key: SwarmKey, manifest: R
         optimizer=partial(torch.optim.AdamW, lr=tcfg.learning_rate, weight_decay=0.0),
         scheduler=partial(
             torch.optim.lr_scheduler.LambdaLR,
-            lr_lambda=_Schedule(plan.total_steps, plan.warmup_steps, tcfg.lr_schedule),
+            lr_lambda=LRSchedule(plan.total_steps, plan.warmup_steps, tcfg.lr_schedule),
         ),
         matchmaking_time=cfg.matchmaking_time,
         averaging_timeout=cfg.averaging_timeout,
@@ -332,7 +332,7 @@ def _train(
             break
         batch = collate([rows[i] for i in next_rows()], pad_id)
         n_trained = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        loss_sum, _n = _token_loss_sum(model, batch)
+        loss_sum, _n = token_loss_sum(model, batch)
         loss = loss_sum / max(1, n_trained)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
@@ -404,5 +404,5 @@ def _train(
     state["config"] = cfg.model_dump(mode="json")
     state["lora"] = plan.lora_kwargs()
     state["n_trainable"], state["n_total"] = plan.n_trainable, plan.n_total
-    _atomic_write_json(out_dir / STATE_FILE, state)
+    atomic_write_json(out_dir / STATE_FILE, state)
     return result

@@ -362,7 +362,7 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
 @dataclass(frozen=True)
 class ResolvedModel:
     path: Path
-    source: Literal["embedded", "local", "hub"]
+    source: Literal["embedded", "preset", "local", "hub"]
     name: str
     revision: str | None = None
 
@@ -423,9 +423,22 @@ def _is_causal_lm(config: dict[str, Any]) -> bool:
     return config.get("model_type") in CAUSAL
 
 
-def resolve_base_model(spec: str, *, allow_network: bool, embedded_dir: Path) -> ResolvedModel:
-    """The model directory `[training] base_model` names; GastownFTError if it is not usable."""
+def resolve_base_model(
+    spec: str, *, allow_network: bool, embedded_dir: Path, cache_dir: Path | None = None
+) -> ResolvedModel:
+    """The model directory `[training] base_model` names; GastownFTError if it is not usable.
+
+    A preset name (`smollm2-135m-instruct`) is converted from its installed wheel into `cache_dir`
+    (default: the user's model cache) on first use and reused after."""
+    from gastown_ft.training.presets import PRESETS, is_preset, resolve_preset
+
     spec = (spec or "").strip()
+    if is_preset(spec):
+        path = resolve_preset(spec, cache_dir)
+        _check_model_dir(path, f"the {spec} preset at")
+        return ResolvedModel(
+            path=path, source="preset", name=PRESETS[spec.lower()].display, revision=path.name
+        )
     if spec == "embedded":
         path = Path(embedded_dir)
         if not path.is_dir() or not (path / "config.json").is_file():
@@ -444,7 +457,8 @@ def resolve_base_model(spec: str, *, allow_network: bool, embedded_dir: Path) ->
     if not spec or spec.startswith(("/", "./", "../", "~", ".\\")) or os.path.isabs(spec):
         raise GastownFTError(
             f"base_model directory {spec!r} does not exist",
-            hint='set [training] base_model to "embedded", an existing model directory, or a hub id',
+            hint='set [training] base_model to "smollm2-135m-instruct", "embedded", an existing model '
+            "directory, or a hub id",
         )
     return _resolve_hub(spec, allow_network)
 

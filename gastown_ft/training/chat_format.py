@@ -27,7 +27,8 @@ TURN_END = "<|im_end|>"  # end of turn: generation stops here
 SPECIAL_TOKENS = (BOS, EOS, PAD, UNK, TURN_START, TURN_END)
 
 CHAT_TEMPLATE = (
-    "{{ bos_token }}"
+    # A model whose BOS is `<|im_start|>` (SmolLM2) starts a sequence with the first turn itself.
+    "{%- if bos_token and bos_token != '<|im_start|>' -%}{{ bos_token }}{%- endif -%}"
     "{%- set sys = messages[0]['content'] if messages and messages[0]['role'] == 'system' else none -%}"
     "{%- if sys is not none or tools -%}"
     "{{ '<|im_start|>system\\n' }}{{ sys if sys is not none else '' }}"
@@ -61,9 +62,12 @@ def render_segments(
     tools: list[dict[str, Any]] | None = None,
     *,
     add_generation_prompt: bool = False,
+    bos: str = BOS,
 ) -> list[tuple[str, bool]]:
-    """The rendered conversation as (text, trained) pieces; their concatenation equals the template."""
-    out: list[tuple[str, bool]] = [(BOS, False)]
+    """The rendered conversation as (text, trained) pieces; their concatenation equals the template.
+
+    `bos` is what the template writes first: `sequence_prefix(tokenizer)` for a given model."""
+    out: list[tuple[str, bool]] = [(bos, False)] if bos else []
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
     if system is not None or tools:
         body = system or ""
@@ -93,7 +97,15 @@ def render(
     tools: list[dict[str, Any]] | None = None,
     *,
     add_generation_prompt: bool = False,
+    bos: str = BOS,
 ) -> str:
     return "".join(
-        t for t, _ in render_segments(messages, tools, add_generation_prompt=add_generation_prompt)
+        t for t, _ in render_segments(messages, tools, add_generation_prompt=add_generation_prompt, bos=bos)
     )
+
+
+def sequence_prefix(tokenizer: Any) -> str:
+    """What the chat template writes before the first turn for this tokenizer: its BOS token, or
+    nothing when the BOS is `<|im_start|>` itself (SmolLM2), which every turn already starts with."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return "" if not bos or bos == TURN_START else str(bos)

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gastown_ft.training.chat_format import render_segments
+from gastown_ft.training.chat_format import render_segments, sequence_prefix
 
 IGNORE_INDEX = -100
 
@@ -49,12 +49,15 @@ def _example(example: dict[str, Any]) -> dict[str, Any]:
     return example
 
 
-def _runs(example: dict[str, Any]) -> list[tuple[str, bool]]:
+def _runs(example: dict[str, Any], tokenizer) -> list[tuple[str, bool]]:
     """render_segments with adjacent pieces of the same flag joined (their boundaries are at special
     tokens, so joining them changes no token)."""
     example = _example(example)
     runs: list[tuple[str, bool]] = []
-    for text, trained in render_segments(example["messages"], example.get("tools") or None):
+    segments = render_segments(
+        example["messages"], example.get("tools") or None, bos=sequence_prefix(tokenizer)
+    )
+    for text, trained in segments:
         if not text:
             continue
         if runs and runs[-1][1] == trained:
@@ -65,7 +68,7 @@ def _runs(example: dict[str, Any]) -> list[tuple[str, bool]]:
 
 
 def _encode_untruncated(example: dict[str, Any], tokenizer) -> tuple[list[int], list[int]]:
-    runs = _runs(example)
+    runs = _runs(example, tokenizer)
     if not runs:
         return [], []
     pieces = tokenizer([t for t, _ in runs], add_special_tokens=False, verbose=False)["input_ids"]
@@ -92,7 +95,7 @@ def encode_example(example: dict[str, Any], tokenizer, max_seq_len: int) -> dict
 
 def full_text_ids(example: dict[str, Any], tokenizer) -> list[int]:
     """The ids of the whole rendered conversation, tokenized in one go."""
-    text = "".join(t for t, _ in _runs(example))
+    text = "".join(t for t, _ in _runs(example, tokenizer))
     return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
 
@@ -182,6 +185,25 @@ def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
         return hashlib.sha256(f"{seed}:{epoch}:{i}".encode()).digest()
 
     return sorted(range(n), key=key)
+
+
+GROUP_BATCHES = 16  # batches of one length-sorted window
+
+
+def grouped_order(lengths: Sequence[int], epoch: int, seed: int, batch_size: int) -> list[int]:
+    """`epoch_order`, regrouped so that each batch holds examples of similar length (less padding).
+
+    The shuffled order is cut into windows of GROUP_BATCHES batches; each window is sorted by length
+    and cut into batches, and the batches are shuffled again (seeded). Like `epoch_order` it depends
+    only on its arguments, so a resumed run sees the same batches."""
+    order = epoch_order(len(lengths), epoch, seed)
+    window = batch_size * GROUP_BATCHES
+    batches: list[list[int]] = []
+    for k in range(0, len(order), window):
+        chunk = sorted(order[k : k + window], key=lambda i: -lengths[i])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    shuffled = epoch_order(len(batches), epoch, seed + 1)
+    return [i for b in shuffled for i in batches[b]]
 
 
 def collate(batch: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:

@@ -21,6 +21,18 @@ def embedded_model_dir(store: ArtifactStore) -> Path:
     return store.root / "models" / "embedded"
 
 
+def resolve_configured_base(cfg: Settings, store: ArtifactStore):
+    """The base model `[training] base_model` names (a ResolvedModel), presets converted on first use."""
+    from gastown_ft.training.base_model import resolve_base_model
+
+    return resolve_base_model(
+        cfg.training.base_model,
+        allow_network=cfg.training.allow_network,
+        embedded_dir=embedded_model_dir(store),
+        cache_dir=cfg.training.model_cache_dir,
+    )
+
+
 def load_split_examples(store: ArtifactStore, split: str) -> list[dict]:
     path = store.root / "corpus" / "splits" / "data" / f"{split}.parquet"
     if not path.exists():
@@ -30,14 +42,9 @@ def load_split_examples(store: ArtifactStore, split: str) -> list[dict]:
 
 def plan_for(cfg: Settings, store: ArtifactStore):
     """The training plan (tokenized corpus, steps, estimate) for the current splits and base model."""
-    from gastown_ft.training.base_model import resolve_base_model
     from gastown_ft.training.lora import plan_training
 
-    resolved = resolve_base_model(
-        cfg.training.base_model,
-        allow_network=cfg.training.allow_network,
-        embedded_dir=embedded_model_dir(store),
-    )
+    resolved = resolve_configured_base(cfg, store)
     splits = {name: load_split_examples(store, name) for name in SPLITS}
     if not splits["train"]:
         raise GastownFTError(

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -45,6 +46,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,10 +59,12 @@ from gastown_ft.training.data import (
     collate,
     encode_examples,
     epoch_order,
+    grouped_order,
     pack,
     piecewise_matches_full_text,
     sequences_fingerprint,
 )
+from gastown_ft.training.device import Hardware, detect
 from gastown_ft.training.estimate import (
     Estimate,
     available_memory_bytes,
@@ -68,6 +72,7 @@ from gastown_ft.training.estimate import (
     check_budget,
     estimate_training,
 )
+from gastown_ft.training.parallel import from_environment, wrap
 
 MB = 1024 * 1024
 CHECKPOINTS = "checkpoints"
@@ -116,7 +121,7 @@ class TrainingPlan:
 
     def lora_kwargs(self) -> dict[str, Any]:
         cfg = self.cfg
-        return {
+        kwargs = {
             "r": cfg.lora_rank,
             "lora_alpha": cfg.lora_alpha,
             "lora_dropout": cfg.lora_dropout,
@@ -125,6 +130,10 @@ class TrainingPlan:
             "bias": "none",
             "task_type": "CAUSAL_LM",
         }
+        layers = adapted_layers(self.model_config, cfg)
+        if layers is not None:
+            kwargs["layers_to_transform"] = layers
+        return kwargs
 
     def lora_config(self):
         from peft import LoraConfig
@@ -236,6 +245,28 @@ def _matches(name: str, targets: list[str]) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
+def adapted_layers(model_config, cfg: TrainingConfig) -> list[int] | None:
+    """Indices of the layers `lora_layers` adapts (the top ones), or None for every layer."""
+    from gastown_ft.training.estimate import model_dims
+
+    if not cfg.lora_layers:
+        return None
+    n = model_dims(model_config)["layers"]
+    if cfg.lora_layers >= n:
+        return None
+    return list(range(n - cfg.lora_layers, n))
+
+
+_LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
+
+
+def _in_layers(name: str, layers: list[int] | None) -> bool:
+    if layers is None:
+        return True
+    m = _LAYER_INDEX.search(name)
+    return bool(m) and int(m.group(1)) in layers
+
+
 def count_parameters(model_config, cfg: TrainingConfig) -> tuple[list[str], int, int]:
     """(target module names, trainable, total) for LoRA on this architecture, from a meta-device
     model (nothing allocated). "all-linear" becomes every linear projection but the output head."""
@@ -249,7 +280,8 @@ def count_parameters(model_config, cfg: TrainingConfig) -> tuple[list[str], int,
         targets = sorted({name.rsplit(".", 1)[-1] for name, _i, _o in linears}, key=_module_order)
     else:
         targets = list(cfg.target_modules)
-    adapted = [(n, i, o) for n, i, o in linears if _matches(n, targets)]
+    layers = adapted_layers(model_config, cfg)
+    adapted = [(n, i, o) for n, i, o in linears if _matches(n, targets) and _in_layers(n, layers)]
     if not adapted:
         raise GastownFTError(
             f"training.target_modules {targets} matches no linear layer of {type(model).__name__}",
@@ -303,7 +335,7 @@ def plan_training(
     # Facts of the tokenized corpus that sharpen the estimate (epoch 0's padding stands for all).
     lengths = [len(r["input_ids"]) for r in rows]
     trained = sorted((sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in rows), reverse=True)
-    order = epoch_order(len(rows), 0, cfg.seed)
+    order = batch_order(rows, 0, cfg)
     padded = sum(
         len(chunk) * max(lengths[i] for i in chunk)
         for chunk in (order[k : k + cfg.batch_size] for k in range(0, len(order), cfg.batch_size))
@@ -348,6 +380,13 @@ def plan_training(
         tokenization_mismatches=mismatches,
         fingerprint=fingerprint,
     )
+
+
+def batch_order(rows: list[dict[str, list[int]]], epoch: int, cfg: TrainingConfig) -> list[int]:
+    """The order of `rows` in `epoch`: seeded, and grouped by length when `group_by_length` is on."""
+    if cfg.group_by_length and not cfg.packing:
+        return grouped_order([len(r["input_ids"]) for r in rows], epoch, cfg.seed, cfg.batch_size)
+    return epoch_order(len(rows), epoch, cfg.seed)
 
 
 def _is_packed(row: dict[str, list[int]]) -> bool:
@@ -423,8 +462,28 @@ class TrainResult:
             "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
         }
 
+    @classmethod
+    def from_state(cls, state: dict[str, Any], out_dir: Path) -> TrainResult:
+        """The result a run wrote to its state file (a data-parallel run, read back by its launcher)."""
+        return cls(
+            status=state["status"],
+            out_dir=Path(out_dir),
+            adapter_dir=Path(state["adapter_dir"]) if state.get("adapter_dir") else None,
+            steps_done=int(state["steps_done"]),
+            total_steps=int(state["total_steps"]),
+            train_loss=[float(x) for x in state["train_loss"]],
+            val_loss=[(int(a), float(b)) for a, b in state["val_loss"]],
+            tokens_per_s=float(state["tokens_per_s"]),
+            peak_rss_bytes=int(state["peak_rss_bytes"]),
+            estimated_peak_bytes=int(state["estimated_peak_bytes"]),
+            estimated_tokens_per_s=float(state["estimated_tokens_per_s"]),
+            wall_seconds=float(state["wall_seconds"]),
+            resumed_from_step=state.get("resumed_from_step"),
+            last_checkpoint=Path(state["last_checkpoint"]) if state.get("last_checkpoint") else None,
+        )
 
-class _Schedule:
+
+class LRSchedule:
     """Learning-rate factor of optimizer step s (0-based): linear warmup to 1, then the decay."""
 
     def __init__(self, total: int, warmup: int, kind: str) -> None:
@@ -454,7 +513,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
 
@@ -509,7 +568,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_json(path: Path, data: Any) -> None:
+def atomic_write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
@@ -627,14 +686,22 @@ class _StopRequests:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _token_loss_sum(model, batch: dict[str, Any]):
-    """Sum of next-token cross-entropy over the labelled positions, and their count."""
+def token_loss_sum(model, batch: dict[str, Any], autocast: Callable[[], Any] | None = None):
+    """Sum of next-token cross-entropy over the labelled positions, and their count.
+
+    `autocast` is the hardware's autocast (Hardware.autocast); the batch moves to the model's device."""
     import torch.nn.functional as F
 
-    input_ids, labels = batch["input_ids"], batch["labels"]
+    device = next(model.parameters()).device
+    input_ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
     kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False}
     if batch["packed"]:
-        kwargs["position_ids"] = batch["position_ids"]
+        kwargs["position_ids"] = batch["position_ids"].to(device)
+    with autocast() if autocast is not None else nullcontext():
+        return _loss_sum(model, kwargs, labels, F)
+
+
+def _loss_sum(model, kwargs: dict[str, Any], labels, F):
     target = labels[:, 1:]
     selected = target != IGNORE_INDEX
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -653,7 +720,13 @@ def _token_loss_sum(model, batch: dict[str, Any]):
     return loss, int(selected.sum())
 
 
-def evaluate_loss(model, sequences: list[dict[str, list[int]]], pad_id: int, batch_size: int) -> float | None:
+def evaluate_loss(
+    model,
+    sequences: list[dict[str, list[int]]],
+    pad_id: int,
+    batch_size: int,
+    autocast: Callable[[], Any] | None = None,
+) -> float | None:
     """Mean next-token loss over all trained tokens of `sequences` (dropout off, no gradients)."""
     import torch
 
@@ -667,7 +740,7 @@ def evaluate_loss(model, sequences: list[dict[str, list[int]]], pad_id: int, bat
         with torch.no_grad():
             for k in range(0, len(order), batch_size):
                 batch = collate([sequences[i] for i in order[k : k + batch_size]], pad_id)
-                loss, n = _token_loss_sum(model, batch)
+                loss, n = token_loss_sum(model, batch, autocast)
                 total += float(loss)
                 count += n
     finally:
@@ -675,25 +748,70 @@ def evaluate_loss(model, sequences: list[dict[str, list[int]]], pad_id: int, bat
     return total / count if count else None
 
 
-def _prepare_model(plan: TrainingPlan):
+def prepare_model(plan: TrainingPlan, hw: Hardware | None = None):
+    """The base model with the plan's fresh LoRA adapter, on `hw`'s device (the CPU by default).
+
+    On a GPU the frozen base is loaded in the compute dtype (bf16/fp16) or in 4-bit NF4 (QLoRA); the
+    adapter's weights stay float32 either way (peft's autocast_adapter_dtype)."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if hw is not None and hw.kind == "cuda":
+        kwargs["dtype"] = torch.bfloat16 if hw.precision == "bf16" else torch.float16
+        if hw.precision == "fp32":
+            kwargs["dtype"] = torch.float32
+        if hw.quantization == "nf4":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=kwargs["dtype"],
+            )
+        kwargs["device_map"] = {"": hw.device}
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a bar per load is noise in the trainer's own progress
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(plan.base_model_dir), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(plan.base_model_dir), **kwargs)
     except (OSError, ValueError) as e:
         raise GastownFTError(f"cannot load the base model at {plan.base_model_dir}: {e}") from None
     finally:
         if bars:
             hf_logging.enable_progress_bar()
     model.config.use_cache = False
+    if hw is not None and hw.quantization == "nf4":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=plan.cfg.gradient_checkpointing
+        )
+    elif plan.cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # the frozen embeddings give no grad otherwise
+    if hw is not None and hw.kind != "cuda":
+        model.to(hw.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # peft asks a deprecated transformers property
         return get_peft_model(model, plan.lora_config())
+
+
+def _loss_module(model, autocast):
+    """token_loss_sum as a module call, so DistributedDataParallel can wrap it."""
+    import torch
+
+    class LossOf(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch):
+            return token_loss_sum(self.model, batch, autocast)
+
+    return LossOf()
 
 
 def train_lora(
@@ -714,28 +832,36 @@ def train_lora(
     ckpt_root = out_dir / CHECKPOINTS
     if not resume and ckpt_root.exists():
         shutil.rmtree(ckpt_root)
-    threads = cfg.threads or len(os.sched_getaffinity(0)) or 1
+    hw = hardware_for(cfg)
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(hw.threads)
     try:
         with _StopRequests() as stops:
-            return _train(plan, out_dir, ckpt_root, resume, progress, should_stop, stops)
+            return _train(plan, hw, out_dir, ckpt_root, resume, progress, should_stop, stops)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(plan, out_dir, ckpt_root, resume, progress, should_stop, stops) -> TrainResult:
+def hardware_for(cfg: TrainingConfig) -> Hardware:
+    """The device, precision, threads and quantization `[training]` asks for, on this machine."""
+    return detect(cfg.device, cfg.precision, cfg.threads, cfg.quantization)
+
+
+def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop, stops) -> TrainResult:
     import torch
 
     cfg: TrainingConfig = plan.cfg
     started = time.perf_counter()
-    _seed_everything(cfg.seed)
-    model = _prepare_model(plan)
+    seed_everything(cfg.seed)
+    par = from_environment(hw.kind)
+    model = prepare_model(plan, hw)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    loss_of = _loss_module(model, hw.autocast)
+    runner = wrap(loss_of, hw.device, hw.kind) if par.world > 1 else loss_of
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _Schedule(plan.total_steps, plan.warmup_steps, cfg.lr_schedule)
+        optimizer, LRSchedule(plan.total_steps, plan.warmup_steps, cfg.lr_schedule)
     )
 
     step = 0
@@ -758,25 +884,25 @@ def _train(plan, out_dir, ckpt_root, resume, progress, should_stop, stops) -> Tr
         val_loss = [(int(s), float(v)) for s, v in state["val_loss"]]
         due = step % cfg.checkpoint_every == 0 or step == plan.total_steps
         if due and not (val_loss and val_loss[-1][0] == step):  # cut off while evaluating
-            v = evaluate_loss(model, plan.val_sequences, plan.pad_id, cfg.batch_size)
+            v = evaluate_loss(model, plan.val_sequences, plan.pad_id, cfg.batch_size, hw.autocast)
             if v is not None:
                 val_loss.append((step, v))
 
     elif plan.val_sequences:
         # The baseline: validation loss of the untouched base model, so the curve shows the drop.
-        v = evaluate_loss(model, plan.val_sequences, plan.pad_id, cfg.batch_size)
+        v = evaluate_loss(model, plan.val_sequences, plan.pad_id, cfg.batch_size, hw.autocast)
         if v is not None:
             val_loss.append((0, v))
 
     rows, pad_id = plan.train_sequences, plan.pad_id
-    n_rows, per_epoch, ga = len(rows), plan.batches_per_epoch, cfg.grad_accum
+    per_epoch, ga = plan.batches_per_epoch, cfg.grad_accum
     orders: dict[int, list[int]] = {}
 
     def micro_batch(m: int) -> list[int]:
         epoch, pos = divmod(m, per_epoch)
         if epoch not in orders:
             orders.clear()
-            orders[epoch] = epoch_order(n_rows, epoch, cfg.seed)
+            orders[epoch] = batch_order(rows, epoch, cfg)
         return orders[epoch][pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
 
     def position(s: int) -> dict[str, int]:
@@ -787,7 +913,7 @@ def _train(plan, out_dir, ckpt_root, resume, progress, should_stop, stops) -> Tr
 
     def checkpoint(s: int, *, evaluate: bool) -> Path:
         if evaluate and not (val_loss and val_loss[-1][0] == s):
-            v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size)
+            v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size, hw.autocast)
             if v is not None:
                 val_loss.append((s, v))
         state = {
@@ -806,18 +932,32 @@ def _train(plan, out_dir, ckpt_root, resume, progress, should_stop, stops) -> Tr
     updating = False
     try:
         while step < plan.total_steps:
-            if stops.requested or (should_stop is not None and should_stop()):
+            if par.any(stops.requested or (should_stop is not None and should_stop())):
                 status = "cancelled"
                 break
-            batches = [collate([rows[i] for i in micro_batch(step * ga + j)], pad_id) for j in range(ga)]
-            n_trained = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+            # Under data parallelism each process takes its share of every micro-batch (a share left
+            # empty by a short last batch runs one row at weight 0, so every process joins the sync).
+            shares = [
+                par.shard(micro_batch(step * ga + j)) or micro_batch(step * ga + j)[:1] for j in range(ga)
+            ]
+            weights = [1.0 if par.shard(micro_batch(step * ga + j)) else 0.0 for j in range(ga)]
+            batches = [collate([rows[i] for i in share], pad_id) for share in shares]
+            local = sum(
+                w * int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
+                for b, w in zip(batches, weights, strict=True)
+            )
+            n_trained = par.all_sum(local)
             step_loss = 0.0
-            for b in batches:
-                loss, _n = _token_loss_sum(model, b)
-                loss = loss / max(1, n_trained)
-                loss.backward()
+            for b, w in zip(batches, weights, strict=True):
+                loss, _n = runner(b)
+                loss = loss / max(1.0, n_trained)
+                if w != 1.0:
+                    loss = loss * w
+                # DDP averages the processes' gradients; scaled by the world size, they add up instead
+                (loss * par.world).backward()
                 step_loss += float(loss.detach())
-                session_tokens += int(b["attention_mask"].sum())
+                session_tokens += int(w * b["attention_mask"].sum())
+            step_loss = par.all_sum(step_loss)
             updating = True
             torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
             lr = optimizer.param_groups[0]["lr"]
@@ -831,8 +971,10 @@ def _train(plan, out_dir, ckpt_root, resume, progress, should_stop, stops) -> Tr
             session_steps += 1
             elapsed = time.perf_counter() - loop_start
             if step % cfg.checkpoint_every == 0 or step == plan.total_steps:
-                last_ckpt = checkpoint(step, evaluate=True)
-            if progress is not None:
+                if par.main:
+                    last_ckpt = checkpoint(step, evaluate=True)
+                par.barrier()
+            if progress is not None and par.main:
                 progress(
                     {
                         "step": step,
@@ -851,16 +993,18 @@ def _train(plan, out_dir, ckpt_root, resume, progress, should_stop, stops) -> Tr
     if status == "cancelled" and model is not None:
         optimizer.zero_grad(set_to_none=True)
         if last_ckpt is None or not last_ckpt.name == f"step-{step}":
-            if step > 0:
+            if step > 0 and par.main:
                 last_ckpt = checkpoint(step, evaluate=False)
 
     adapter_dir = None
-    if status == "completed":
+    if status == "completed" and par.main:
         if not (val_loss and val_loss[-1][0] == step):
-            v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size)
+            v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size, hw.autocast)
             if v is not None:
                 val_loss.append((step, v))
         adapter_dir = save_adapter(model, out_dir)
+    par.barrier()
+    session_tokens = int(par.all_sum(session_tokens))
 
     loop_seconds = time.perf_counter() - loop_start
     result = TrainResult(
@@ -890,5 +1034,9 @@ def _train(plan, out_dir, ckpt_root, resume, progress, should_stop, stops) -> Tr
     state["lora"] = plan.lora_kwargs()
     state["n_trainable"], state["n_total"] = plan.n_trainable, plan.n_total
     state["threads"] = torch.get_num_threads()
-    _atomic_write_json(out_dir / STATE_FILE, state)
+    state["hardware"] = hw.as_dict()
+    state["processes"] = par.world
+    if not par.main:
+        return result
+    atomic_write_json(out_dir / STATE_FILE, state)
     return result

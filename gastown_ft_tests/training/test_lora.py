@@ -16,10 +16,10 @@ from gastown_ft.corpus.examples import assistant, make_example, user
 from gastown_ft.errors import GastownFTError
 from gastown_ft.training.data import collate, encode_examples
 from gastown_ft.training.lora import (
-    _prepare_model,
-    _token_loss_sum,
     evaluate_loss,
     plan_training,
+    prepare_model,
+    token_loss_sum,
     train_lora,
 )
 from gastown_ft_tests.training.test_data import chat, make_tokenizer, save_tiny_model
@@ -80,7 +80,7 @@ def test_dry_run_plan_counts_tokens_steps_parameters_and_estimates(base_dir):
     assert plan.tokenization_checked > 0 and plan.tokenization_mismatches == 0
 
     # Parameter counts from the meta-device model equal peft's on the real one.
-    model = _prepare_model(plan)
+    model = prepare_model(plan)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert (plan.n_trainable, plan.n_total) == (trainable, sum(p.numel() for p in model.parameters()))
 
@@ -116,10 +116,10 @@ def test_packed_rows_give_the_same_loss_as_their_examples_apart(base_dir):
         base_dir, [short_chat(i) for i in range(3)], [], small_cfg(packing=True, max_seq_len=256)
     )
     assert len(plan.train_sequences) == 1  # all three in one row
-    model = _prepare_model(plan).eval()
+    model = prepare_model(plan).eval()
     with torch.no_grad():
-        packed, n_packed = _token_loss_sum(model, collate(plan.train_sequences, tok.pad_token_id))
-        apart = [_token_loss_sum(model, collate([s], tok.pad_token_id)) for s in seqs]
+        packed, n_packed = token_loss_sum(model, collate(plan.train_sequences, tok.pad_token_id))
+        apart = [token_loss_sum(model, collate([s], tok.pad_token_id)) for s in seqs]
     assert n_packed == sum(n for _l, n in apart)
     assert float(packed) == pytest.approx(sum(float(loss) for loss, _n in apart), rel=1e-5)
 
@@ -250,7 +250,7 @@ def test_validation_loss_drops_and_the_adapter_loads_back_with_peft(base_dir, tm
         max_seq_len=64,
     )
     plan = plan_training(base_dir, train, val, cfg)
-    untrained = evaluate_loss(_prepare_model(plan), plan.val_sequences, plan.pad_id, 8)
+    untrained = evaluate_loss(prepare_model(plan), plan.val_sequences, plan.pad_id, 8)
     result = train_lora(plan, tmp_path)
     assert result.status == "completed"
     final = result.val_loss[-1][1]
