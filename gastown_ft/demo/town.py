@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from gastown_ft.demo import beads as beads_mod
+from gastown_ft.demo.backlog import backlog_beads
 from gastown_ft.demo.docs import rig_files, town_docs
 from gastown_ft.demo.events import build_events
 from gastown_ft.demo.formulas import bad_formulas, build_formulas
@@ -165,8 +166,15 @@ def _pick(files: dict[str, str], *names: str, prefixes: tuple[str, ...] = ()) ->
     return out
 
 
-def build_demo_town(workdir: Path, seed: int = 7, *, with_bad_inputs: bool = True) -> DemoTown:
-    """Write the demo town under `workdir` (replacing an earlier one there) and describe it."""
+BACKLOG_PER_RIG = 100  # ordinary beads per rig (demo/backlog.py) beside the story beads
+
+
+def build_demo_town(
+    workdir: Path, seed: int = 7, *, with_bad_inputs: bool = True, backlog: int = BACKLOG_PER_RIG
+) -> DemoTown:
+    """Write the demo town under `workdir` (replacing an earlier one there) and describe it.
+
+    `backlog` ordinary beads per rig are filed beside the story beads (0 for the story alone)."""
     workdir = Path(workdir).expanduser().resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     for name in ("town", "claude-projects"):
@@ -287,13 +295,15 @@ def build_demo_town(workdir: Path, seed: int = 7, *, with_bad_inputs: bool = Tru
     fix_sha, courier_merge = ledger_shas[3], courier_shas[3]
 
     # -- beads (they cite the commits above), then each rig's last commit ---------------------------
-    ledger_beads = beads_mod.ledger_beads(w, fix_sha)
+    ledger_beads = beads_mod.ledger_beads(w, fix_sha) + backlog_beads(w, first, backlog)
     bad_after = None
     if with_bad_inputs:
         bad_after = 7
         bad.append((f"{L}/.beads/issues.jsonl", "not_an_object"))
     export = beads_mod.write_export(ledger_beads, bad_line_after=bad_after)
-    backup = beads_mod.write_backup(w, beads_mod.courier_beads(w, courier_merge))
+    backup = beads_mod.write_backup(
+        w, beads_mod.courier_beads(w, courier_merge) + backlog_beads(w, second, backlog)
+    )
     sync_time = w.at("17:55")
     ledger_shas.append(
         _commit_more(
