@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from gastown_ft.errors import GastownFTError
+from gastown_ft.export.registry import Registry, embedded_base_notice
 from gastown_ft.status import asset_status
 
 
@@ -81,6 +83,9 @@ def detail_lines(state: dict[str, dict[str, Any]]) -> list[str]:
             f"[bold]base model[/bold]: {base.get('name')} ({base.get('source')}), "
             f"{str(base.get('fingerprint', ''))[:19]}"
         )
+        notice = embedded_base_notice(base, base.get("parameters"))
+        if notice:
+            lines.append(f"  [yellow]WARNING:[/yellow] {notice}")
     lines += _eval_lines(meta.get("eval_report", {}))
     release = meta.get("exported_model", {})
     if release:
@@ -95,11 +100,32 @@ def detail_lines(state: dict[str, dict[str, Any]]) -> list[str]:
             )
             + (f"; Modelfile {release.get('modelfile_path')}" if release.get("modelfile_path") else "")
         )
+        if release.get("base_notice"):
+            lines.append(f"  [yellow]WARNING:[/yellow] {release.get('version')}: {release['base_notice']}")
+        lines += _served_lines(release)
     lines.append(
         _counts_line("redactions by kind", meta.get("scrubbed_documents", {}).get("redactions_by_kind"))
     )
     lines.append(_counts_line("quarantine by reason", meta.get("quarantine", {}).get("by_reason")))
     return [ln for ln in lines if ln]
+
+
+def _served_lines(release: dict[str, Any]) -> list[str]:
+    """The promoted version (what `gastown-ft serve` uses) when it is not the one just exported, or when
+    its base is the tiny embedded model."""
+    if not release.get("registry"):
+        return []
+    try:
+        current = Registry(Path(str(release["registry"]))).current()
+    except GastownFTError:
+        return ["[bold]served model[/bold]: the registry is unreadable"]
+    if current is None:
+        return []
+    notice = current.base_notice
+    if current.version == release.get("version") and (release.get("base_notice") or not notice):
+        return []  # the export line above is this version, warning included
+    line = f"[bold]served model[/bold]: {current.version} (promoted: `gastown-ft serve` uses it)"
+    return [line] + ([f"  [yellow]WARNING:[/yellow] {current.version}: {notice}"] if notice else [])
 
 
 def _eval_lines(meta: dict[str, Any]) -> list[str]:
@@ -117,6 +143,11 @@ def _eval_lines(meta: dict[str, Any]) -> list[str]:
     for name, v in (results.get("metrics") or {}).items():
         if "/" not in name:
             lines.append(f"  {name:<32} {v['base']:>10.4f} -> {v['tuned']:.4f}")
+    if not results.get("passed"):
+        summary = (results.get("decision") or {}).get("summary")
+        if summary:
+            lines.append(f"  [red]why[/red]: {summary}")
+    lines += [f"  [yellow]WARNING:[/yellow] {w}" for w in results.get("warnings") or []]
     return lines
 
 

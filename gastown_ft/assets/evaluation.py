@@ -5,9 +5,13 @@ the base model it was trained on, runs `evaluate_adapter`, writes
 `<artifacts>/evaluation/<adapter run>/{report.md, results.json}` and records every metric as a float
 (base and tuned) so the UI plots them across materializations.
 
-The check `tuned_not_worse_than_base` is declared on the asset and blocking: when it fails, assets
+The check `tuned_not_worse_than_base` (the name is kept for the run history; the rule is stricter:
+the tuned model must beat the base) is declared on the asset and blocking: when it fails, assets
 downstream of eval_report in the same run (the export) do not run. Its verdict is the one in
-results.json (`passed`), decided by evaluation/compare.py with the [evaluation] tolerances.
+results.json (`passed`), decided by evaluation/compare.py with the [evaluation] settings
+(suite_min_gain, suite_floor, suite_tolerance, guard_max_ppl_ratio). What the evaluation could not
+measure (a task family or suite task with no case in the test split) is a warning: in the report,
+results.json, the asset's `warnings`/`families_missing` metadata and the check's description.
 """
 
 import json
@@ -32,7 +36,7 @@ from gastown_ft.config import Settings
 from gastown_ft.errors import GastownFTError
 from gastown_ft.instance import latest_metadata
 from gastown_ft.resources import GastownSettings
-from gastown_ft.training.inputs import embedded_model_dir, load_split_examples
+from gastown_ft.training.inputs import load_split_examples, resolve_configured_base
 
 EVALUATION_DIR = "evaluation"
 CHECK_NAME = "tuned_not_worse_than_base"
@@ -64,13 +68,7 @@ def _base_dir(adapter: Path, cfg: Settings, store: ArtifactStore) -> Path:
                 return path
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    from gastown_ft.training.base_model import resolve_base_model
-
-    return resolve_base_model(
-        cfg.training.base_model,
-        allow_network=cfg.training.allow_network,
-        embedded_dir=embedded_model_dir(store),
-    ).path
+    return resolve_configured_base(cfg, store).path
 
 
 def _float_metadata(metrics: dict) -> dict:
@@ -96,9 +94,12 @@ def _float_metadata(metrics: dict) -> dict:
             CHECK_NAME,
             asset="eval_report",
             blocking=True,
-            description="The tuned model is not worse than the base on the task and patrol suites (within "
-            "[evaluation] suite_tolerance) and keeps general-text perplexity within guard_max_ppl_ratio. "
-            "Blocking: when it fails, the export does not run.",
+            description="The tuned model beats the base on the Gas Town task suite (suite_score > base + "
+            "[evaluation] suite_min_gain) and reaches suite_floor; is not worse than the base on any patrol "
+            "suite (within suite_tolerance); and keeps general-text perplexity within guard_max_ppl_ratio. "
+            "A suite with no case fails (nothing measured cannot pass). Task families or suite tasks with "
+            "no case in the test split are named as warnings. Blocking: when it fails, the export does not "
+            "run.",
         )
     ],
 )
@@ -129,17 +130,27 @@ def eval_report(context: AssetExecutionContext, settings: GastownSettings) -> Ma
     out_dir = store.root / EVALUATION_DIR / adapter.parent.name
     report_path, results_path = write_results(out_dir, results)
     decision = results["decision"]
+    warnings = list(results.get("warnings") or [])
+    suite = results["task_suite"]
     context.log.info(f"evaluation {'passed' if results['passed'] else 'FAILED'}: {decision['summary']}")
+    for w in warnings:
+        context.log.warning(f"evaluation: {w}")
+    description = decision["summary"]
+    if warnings:
+        description += f". WARNING ({len(warnings)}): " + "; ".join(warnings)
     check = AssetCheckResult(
         check_name=CHECK_NAME,
         passed=bool(results["passed"]),
         severity=AssetCheckSeverity.ERROR,
-        description=decision["summary"],
+        description=description,
         metadata={
+            "suite_min_gain": MetadataValue.float(cfg.evaluation.suite_min_gain),
+            "suite_floor": MetadataValue.float(cfg.evaluation.suite_floor),
             "suite_tolerance": MetadataValue.float(cfg.evaluation.suite_tolerance),
             "guard_max_ppl_ratio": MetadataValue.float(cfg.evaluation.guard_max_ppl_ratio),
             "failed_checks": MetadataValue.json([c["name"] for c in decision["checks"] if not c["passed"]]),
             "checks": MetadataValue.json(decision["checks"]),
+            "warnings": MetadataValue.json(warnings),
             "results_path": MetadataValue.path(str(results_path)),
         },
     )
@@ -152,7 +163,11 @@ def eval_report(context: AssetExecutionContext, settings: GastownSettings) -> Ma
             ),
             "passed": MetadataValue.bool(bool(results["passed"])),
             "decision": MetadataValue.text(decision["summary"]),
-            "task_cases": MetadataValue.int(results["task_suite"]["tuned"]["cases"]),
+            "task_cases": MetadataValue.int(suite["tuned"]["cases"]),
+            "warnings": MetadataValue.json(warnings),
+            "warning_count": MetadataValue.int(len(warnings)),
+            "families_missing": MetadataValue.int(len(suite.get("families_missing") or [])),
+            "tasks_missing": MetadataValue.int(len(suite.get("tasks_missing") or [])),
             "eval_seconds": MetadataValue.float(round(time.perf_counter() - started, 1)),
             "adapter_path": MetadataValue.path(str(adapter)),
             "base_model_path": MetadataValue.path(str(base)),

@@ -92,8 +92,11 @@ def exported_model(context: AssetExecutionContext, settings: GastownSettings) ->
         f"registered {version} at {mv.path}" + ("; promoted: `gastown-ft serve` uses it" if promoted else "")
     )
     gguf = bundle.gguf or {}
+    base = bundle.manifest.get("base_model") or {}
     meta = {
         "version": MetadataValue.text(version),
+        "base_model": MetadataValue.text(str(base.get("name"))),
+        "base_model_source": MetadataValue.text(str(base.get("source"))),
         "promoted": MetadataValue.bool(promoted),
         "registry": MetadataValue.path(str(registry.root)),
         "path": MetadataValue.path(str(mv.path)),
@@ -110,6 +113,9 @@ def exported_model(context: AssetExecutionContext, settings: GastownSettings) ->
             gguf_dtype=MetadataValue.text(gguf["dtype"]),
             modelfile_path=MetadataValue.path(str(mv.bundle_dir / "Modelfile")),
         )
+    if mv.base_notice:  # the tiny embedded base: say so wherever this version shows up
+        context.log.warning(f"{version}: {mv.base_notice}")
+        meta["base_notice"] = MetadataValue.text(mv.base_notice)
     return MaterializeResult(metadata=meta)
 
 

@@ -41,6 +41,10 @@ def _base_name(manifest: dict[str, Any]) -> str:
     return str(base.get("name", "?")) if isinstance(base, dict) else str(base or "?")
 
 
+def _base_cell(v) -> str:
+    return _base_name(v.manifest) + (" (TINY, for tests)" if v.base_is_embedded else "")
+
+
 @models_app.command("list")
 def list_cmd(as_json: JsonOpt = False) -> None:
     """Every registered version, oldest first; * marks the promoted one."""
@@ -53,7 +57,7 @@ def list_cmd(as_json: JsonOpt = False) -> None:
     current = reg.current()
     cur = current.version if current else None
     if as_json:
-        rows = [{**v.to_dict(), "promoted": v.version == cur} for v in versions]
+        rows = [{**v.to_dict(), "promoted": v.version == cur, "base_notice": v.base_notice} for v in versions]
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
     if not versions:
@@ -68,12 +72,17 @@ def list_cmd(as_json: JsonOpt = False) -> None:
             v.version,
             str(v.created or "?")[:16].replace("T", " "),
             str(v.manifest.get("corpus_version") or "?")[:16],
-            _base_name(v.manifest),
+            _base_cell(v),
             _eval_text(v.manifest),
             _size(v.size_bytes),
         )
     console.print(table)
     console.print(f"promoted: {cur}" if cur else "promoted: none (`gastown-ft models promote VERSION`)")
+    tiny = [v for v in versions if v.base_is_embedded]
+    if tiny:
+        names = ", ".join(v.version + (" (promoted)" if v.version == cur else "") for v in tiny)
+        notice = (current if current is not None and current.base_is_embedded else tiny[-1]).base_notice
+        console.print(f"[yellow]warning:[/yellow] {names}: {notice}", highlight=False)
 
 
 @models_app.command("show")
@@ -88,7 +97,11 @@ def show_cmd(
     reg = _registry()
     mv = reg.get(version)
     current = reg.current()
-    data = {**mv.to_dict(), "promoted": current is not None and current.version == mv.version}
+    data = {
+        **mv.to_dict(),
+        "promoted": current is not None and current.version == mv.version,
+        "base_notice": mv.base_notice,
+    }
     if verify:
         data["problems"] = reg.verify(mv.version)
     if as_json:
@@ -102,6 +115,10 @@ def show_cmd(
         f"  created       {m.get('created')}   registered {m.get('registered_at')}",
         f"  corpus        {m.get('corpus_version') or '?'}",
         f"  base model    {_base_name(m)}  {base.get('fingerprint', '')}",
+    ]
+    if mv.base_notice:
+        lines.append(f"  WARNING       {mv.base_notice}")
+    lines += [
         f"  eval          {_eval_text(m)}",
     ]
     lines += [f"    {k} = {v}" for k, v in sorted((ev.get("metrics") or {}).items())]

@@ -27,13 +27,17 @@ def serve(
     from gastown_ft.export.registry import Registry, registry_root
     from gastown_ft.serve.app import create_app
     from gastown_ft.serve.engine import Engine
-    from gastown_ft.serve.selection import choose_model
+    from gastown_ft.serve.selection import base_notice, choose_model
 
     settings = settings_for_command(None)
     cfg = settings.serve
     host = host or cfg.host
     port = port or cfg.port
-    choice, warnings = choose_model(Registry(registry_root(settings)), model, follow=cfg.follow_promotions)
+    registry = Registry(registry_root(settings))
+    choice, warnings = choose_model(registry, model, follow=cfg.follow_promotions)
+    notice = base_notice(choice, registry)
+    if notice:
+        warnings.append(f"{choice.version or choice.path}: {notice}")
     for w in warnings:
         err_console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -57,6 +61,7 @@ def serve(
         f"  base URL   {base_url}\n"
         f"  model      {cfg.model_name}\n"
         f"  api key    any non-empty string (none is checked)\n"
+        + (f"  WARNING    {notice}\n" if notice else "")
         + ("  follows    promotions and rollbacks, without a restart\n" if choice.follow else "")
         + "Ctrl-C stops it.",
         highlight=False,

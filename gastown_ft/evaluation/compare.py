@@ -1,14 +1,16 @@
-"""The pass/fail decision: is the tuned model at least as good as the base where it matters?
+"""The pass/fail decision: does the tuned model beat the base where it matters?
 
-Three kinds of check, each on numbers the evaluation already measured:
+Checks, each on numbers the evaluation already measured:
 
-- the Gas Town task suite: tuned `suite_score` >= base `suite_score` - tolerance;
-- each patrol suite: tuned accuracy >= base accuracy - tolerance;
-- the general-text guard: tuned perplexity <= base perplexity x `max_ppl_ratio`.
+- `task_suite`: the Gas Town task suite, tuned `suite_score` > base `suite_score` + `suite_min_gain`
+  (strictly: a tuned model that only ties the base fails, 0 of 36 against 0 of 36 included);
+- `task_suite_floor`: tuned `suite_score` >= `suite_floor`, whatever the base scores;
+- `patrol:<name>`, each patrol suite: tuned accuracy >= base accuracy - `patrol_tolerance`;
+- `general_text_guard`: tuned perplexity <= base perplexity x `max_ppl_ratio`.
 
-`tolerance` is in absolute score points (0.05 = five percentage points). A negative tolerance demands
-that the tuned model beat the base by that margin. A suite with no scored case cannot show a
-regression and passes, saying so.
+Scores are in absolute points (0.05 = five percentage points). Nothing measured cannot pass: a task
+suite with no case, a patrol suite with no scored case, or a guard without a finite perplexity fails
+its check, saying so.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Two scores this close are equal (a pass rate is a ratio of small integers; this only absorbs rounding).
+EPS = 1e-9
+
 
 @dataclass
 class Check:
@@ -24,15 +29,18 @@ class Check:
     passed: bool
     base: float | None
     tuned: float | None
-    limit: float | None  # the tuned value must be >= (scores) or <= (perplexity) this
+    limit: float | None  # the tuned value must be `op` this
     detail: str
+    op: str = ">="  # ">" (must beat), ">=" (scores) or "<=" (perplexity)
 
 
 @dataclass
 class Decision:
     passed: bool
     checks: list[Check] = field(default_factory=list)
-    tolerance: float = 0.0
+    suite_min_gain: float = 0.0
+    suite_floor: float = 0.0
+    patrol_tolerance: float = 0.0
     max_ppl_ratio: float = 1.0
 
     @property
@@ -50,63 +58,102 @@ class Decision:
         return d
 
 
-def _score_check(name: str, base: float | None, tuned: float | None, cases: int, tolerance: float) -> Check:
-    if not cases or base is None or tuned is None:
-        return Check(name, True, base, tuned, None, f"{name}: no scored case, nothing to compare")
+def _nothing_measured(name: str, base: float | None, tuned: float | None, why: str) -> Check:
+    return Check(name, False, base, tuned, None, f"{name}: {why}: nothing was measured, so it cannot pass")
+
+
+def _suite_checks(suite: dict[str, Any], min_gain: float, floor: float) -> list[Check]:
+    base = (suite.get("base") or {}).get("suite_score")
+    tuned = (suite.get("tuned") or {}).get("suite_score")
+    cases = (suite.get("tuned") or {}).get("cases", 0)
+    if not cases:
+        why = "the test split has no case with an automatic check (0 cases)"
+        return [_nothing_measured("task_suite", base, tuned, why)]
+    if base is None or tuned is None:
+        return [_nothing_measured("task_suite", base, tuned, "no suite score")]
+    limit = base + min_gain
+    beats = tuned - base > min_gain + EPS
+    gain = Check(
+        "task_suite",
+        beats,
+        base,
+        tuned,
+        limit,
+        f"task_suite: tuned {tuned:.3f} vs base {base:.3f} over {cases} cases (must be > {limit:.3f}, "
+        f"base + suite_min_gain {min_gain:g}): " + ("ok" if beats else "does NOT BEAT the base"),
+        op=">",
+    )
+    above = tuned >= floor - EPS
+    floor_check = Check(
+        "task_suite_floor",
+        above,
+        base,
+        tuned,
+        floor,
+        f"task_suite_floor: tuned {tuned:.3f} (must be >= suite_floor {floor:.3f}): "
+        + ("ok" if above else "BELOW the floor"),
+    )
+    return [gain, floor_check]
+
+
+def _patrol_check(s: dict[str, Any], tolerance: float) -> Check:
+    name = f"patrol:{s['name']}"
+    base, tuned = s["base"].get("accuracy"), s["tuned"].get("accuracy")
+    if not s["tuned"].get("scored") or base is None or tuned is None:
+        return _nothing_measured(name, base, tuned, "no case could be scored")
     limit = base - tolerance
-    ok = tuned >= limit - 1e-12
-    verdict = "ok" if ok else "WORSE than the base"
+    ok = tuned >= limit - EPS
     return Check(
         name,
         ok,
         base,
         tuned,
         limit,
-        f"{name}: tuned {tuned:.3f} vs base {base:.3f} (must be >= {limit:.3f}): {verdict}",
+        f"{name}: tuned {tuned:.3f} vs base {base:.3f} (must be >= {limit:.3f}, base - suite_tolerance "
+        f"{tolerance:g}): " + ("ok" if ok else "WORSE than the base"),
     )
 
 
-def decide(results: dict[str, Any], tolerance: float, max_ppl_ratio: float) -> Decision:
-    """The decision on an evaluation's results (the dict `evaluation.run.evaluate_adapter` returns)."""
-    checks: list[Check] = []
-    suite = results.get("task_suite") or {}
-    checks.append(
-        _score_check(
-            "task_suite",
-            (suite.get("base") or {}).get("suite_score"),
-            (suite.get("tuned") or {}).get("suite_score"),
-            (suite.get("tuned") or {}).get("cases", 0),
-            tolerance,
-        )
-    )
-    for s in (results.get("patrol") or {}).get("suites", []):
-        checks.append(
-            _score_check(
-                f"patrol:{s['name']}",
-                s["base"]["accuracy"],
-                s["tuned"]["accuracy"],
-                s["tuned"]["scored"],
-                tolerance,
-            )
-        )
-    guard = results.get("guard") or {}
+def _guard_check(guard: dict[str, Any], max_ppl_ratio: float) -> Check:
     base_ppl = (guard.get("base") or {}).get("perplexity")
     tuned_ppl = (guard.get("tuned") or {}).get("perplexity")
-    if base_ppl is None or tuned_ppl is None or not math.isfinite(base_ppl) or not math.isfinite(tuned_ppl):
-        checks.append(Check("general_text_guard", True, base_ppl, tuned_ppl, None, "guard: no text measured"))
-    else:
-        limit = base_ppl * max_ppl_ratio
-        ok = tuned_ppl <= limit
-        checks.append(
-            Check(
-                "general_text_guard",
-                ok,
-                base_ppl,
-                tuned_ppl,
-                limit,
-                f"general-text perplexity: tuned {tuned_ppl:.2f} vs base {base_ppl:.2f} "
-                f"(ratio {tuned_ppl / base_ppl:.3f}, at most {max_ppl_ratio:.3f}): "
-                + ("ok" if ok else "DEGRADED beyond the bound"),
-            )
+    finite = [p is not None and math.isfinite(p) and p > 0 for p in (base_ppl, tuned_ppl)]
+    if not all(finite):
+        which = " and ".join(v for v, ok in zip(("base", "tuned"), finite, strict=True) if not ok)
+        return _nothing_measured(
+            "general_text_guard", base_ppl, tuned_ppl, f"no finite general-text perplexity for the {which}"
         )
-    return Decision(all(c.passed for c in checks), checks, tolerance, max_ppl_ratio)
+    limit = base_ppl * max_ppl_ratio
+    ok = tuned_ppl <= limit
+    return Check(
+        "general_text_guard",
+        ok,
+        base_ppl,
+        tuned_ppl,
+        limit,
+        f"general-text perplexity: tuned {tuned_ppl:.2f} vs base {base_ppl:.2f} "
+        f"(ratio {tuned_ppl / base_ppl:.3f}, at most {max_ppl_ratio:.3f}): "
+        + ("ok" if ok else "DEGRADED beyond the bound"),
+        op="<=",
+    )
+
+
+def decide(
+    results: dict[str, Any],
+    *,
+    suite_min_gain: float = 0.0,
+    suite_floor: float = 0.05,
+    patrol_tolerance: float = 0.0,
+    max_ppl_ratio: float = 1.10,
+) -> Decision:
+    """The decision on an evaluation's results (the dict `evaluation.run.evaluate_adapter` returns).
+
+    The defaults are [evaluation]'s (suite_min_gain, suite_floor, suite_tolerance, guard_max_ppl_ratio).
+    """
+    checks = _suite_checks(results.get("task_suite") or {}, suite_min_gain, suite_floor)
+    for s in (results.get("patrol") or {}).get("suites", []):
+        checks.append(_patrol_check(s, patrol_tolerance))
+    checks.append(_guard_check(results.get("guard") or {}, max_ppl_ratio))
+    return Decision(
+        all(c.passed for c in checks), checks, suite_min_gain, suite_floor, patrol_tolerance, max_ppl_ratio
+    )

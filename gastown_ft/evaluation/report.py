@@ -44,15 +44,22 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- adapter: `{results.get('adapter')}`",
         f"- test examples: {results.get('test_examples')}; greedy decoding, same prompts for both",
         f"- **decision: {verdict}** — {decision.get('summary', '')}",
+    ]
+    warnings = results.get("warnings") or []
+    if warnings:
+        lines += ["", f"## Warnings ({len(warnings)})", ""]
+        lines += [f"- **WARNING:** {w}" for w in warnings]
+    lines += [
         "",
         "## Checks",
         "",
-        "| check | base | tuned | limit | result |",
+        "| check | base | tuned | tuned must be | result |",
         "| --- | ---: | ---: | ---: | --- |",
     ]
     for c in decision.get("checks") or []:
+        limit = f"{c.get('op', '>=')} {_num(c['limit'])}" if c["limit"] is not None else "-"
         lines.append(
-            f"| {c['name']} | {_num(c['base'])} | {_num(c['tuned'])} | {_num(c['limit'])} | "
+            f"| {c['name']} | {_num(c['base'])} | {_num(c['tuned'])} | {limit} | "
             f"{'pass' if c['passed'] else '**FAIL**'} |"
         )
     lines += ["", "## Metrics", "", "| metric | base | tuned | change |", "| --- | ---: | ---: | ---: |"]
@@ -87,6 +94,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         for task, t in (suite["tuned"].get("tasks") or {}).items():
             b = (suite["base"].get("tasks") or {}).get(task, {})
             lines.append(f"| {task} | {t['cases']} | {b.get('passed', '-')} | {t['passed']} |")
+        for task in suite.get("tasks_missing") or []:
+            lines.append(f"| {task} | **0 (not measured)** | - | - |")
         failed = [c for c in suite.get("cases", []) if not c["tuned"]["passed"]][:EXAMPLES_IN_REPORT]
         if failed:
             lines += ["", "Some cases the tuned model failed:", ""]
@@ -154,7 +163,9 @@ def write_results(out_dir: Path, results: dict[str, Any]) -> tuple[Path, Path]:
 def load_eval_results(path: str | Path) -> dict[str, Any]:
     """An evaluation's results.json (or the directory holding it).
 
-    Always has `passed` (bool), `metrics` ({name: {"base", "tuned"}}), `decision` and `report_path`.
+    Always has `passed` (bool), `metrics` ({name: {"base", "tuned"}}), `decision` and `report_path`;
+    `warnings` (a list of text: task families or tasks the test split has no case for, ...) when the
+    evaluation wrote it.
     """
     path = Path(path)
     if path.is_dir():

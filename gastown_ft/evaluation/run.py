@@ -18,7 +18,7 @@ from gastown_ft.evaluation.generate import LoadedModel, Prompt, generate, load_m
 from gastown_ft.evaluation.heldout import encode_by_task, heldout_losses
 from gastown_ft.evaluation.promptfoo import CaseResult, JavaScript, Suite, load_suite, score_output
 from gastown_ft.evaluation.promptfoo import summarize as summarize_patrol
-from gastown_ft.evaluation.tasks import build_task_suite, reference_text, score_case
+from gastown_ft.evaluation.tasks import build_task_suite, reference_text, score_case, suite_coverage
 from gastown_ft.evaluation.tasks import summarize as summarize_tasks
 
 VARIANTS = ("base", "tuned")
@@ -88,6 +88,9 @@ def _timed(timing: dict[str, float], name: str, log: Log):
 
 def _task_suite(loaded: LoadedModel, examples, cfg: EvaluationConfig, log: Log) -> dict[str, Any]:
     cases = build_task_suite(examples, cfg.max_cases_per_task)
+    coverage = suite_coverage(cases)
+    for w in coverage["warnings"]:
+        log(f"evaluation: WARNING: {w}")
     tok = loaded.tokenizer
     prompts = []
     for case in cases:
@@ -114,6 +117,7 @@ def _task_suite(loaded: LoadedModel, examples, cfg: EvaluationConfig, log: Log) 
         out[variant] = summarize_tasks(scores)
         log(f"evaluation: task suite ({variant}) {out[variant]['passed']}/{out[variant]['cases']} passed")
     out["cases"] = per_case
+    out.update(coverage)
     return out
 
 
@@ -150,7 +154,14 @@ def evaluate_adapter(
         results["threads"] = threads
         _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timing, log)
     results["metrics"] = flat_metrics(results)
-    decision = decide(results, cfg.suite_tolerance, cfg.guard_max_ppl_ratio)
+    results["warnings"] = collect_warnings(results)
+    decision = decide(
+        results,
+        suite_min_gain=cfg.suite_min_gain,
+        suite_floor=cfg.suite_floor,
+        patrol_tolerance=cfg.suite_tolerance,
+        max_ppl_ratio=cfg.guard_max_ppl_ratio,
+    )
     results["decision"] = decision.to_dict()
     results["passed"] = decision.passed
     timing["total"] = round(time.perf_counter() - started, 2)
@@ -212,6 +223,14 @@ def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timin
             entry["cases"] = list(cases.values())
             patrol.append(entry)
     results["patrol"] = {"suites": patrol}
+
+
+def collect_warnings(results: dict[str, Any]) -> list[str]:
+    """Every warning of an evaluation in one list: task-suite coverage, then each patrol suite's."""
+    out = list((results.get("task_suite") or {}).get("warnings") or [])
+    for s in (results.get("patrol") or {}).get("suites") or []:
+        out += [f"patrol suite `{s['name']}`: {w}" for w in s.get("warnings") or []]
+    return out
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, dict[str, float]]:

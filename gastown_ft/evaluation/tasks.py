@@ -17,6 +17,7 @@ corpus/pairs_beads.py):
 Tasks with free prose answers (explanations, conventions, agent turns) have no automatic check here;
 they count in the held-out loss. The suite is deterministic: cases are taken in the split's order
 (which is stable), at most `max_cases` per task, spread evenly over the task's examples.
+`suite_coverage` names the families and tasks the test split gives no case for (report warnings).
 """
 
 from __future__ import annotations
@@ -110,6 +111,35 @@ def build_task_suite(examples: Sequence[dict[str, Any]], max_cases_per_task: int
                 )
             )
     return cases
+
+
+FAMILY_TASKS = {"command": COMMAND_TASKS, "exact": EXACT_TASKS, "authoring": AUTHOR_TASKS}
+
+
+def suite_coverage(cases: Sequence[TaskCase]) -> dict[str, Any]:
+    """What the suite cannot measure: families and tasks with no case in the test split.
+
+    {"families_missing": [family], "tasks_missing": [task], "warnings": [text]}. A missing family
+    means a whole kind of check is not run, so its score is not part of `suite_score`."""
+    have = {c.task for c in cases}
+    fams = {c.family for c in cases}
+    families_missing = [f for f in FAMILIES if f not in fams]
+    tasks_missing = [t for f in FAMILIES for t in FAMILY_TASKS[f] if t not in have]
+    warnings = []
+    if not cases:
+        warnings.append(
+            "the task suite has no case: no test example has an automatic check, so nothing is measured"
+        )
+    for fam in families_missing:
+        warnings.append(
+            f"task family `{fam}` has no case in the test split (tasks {', '.join(FAMILY_TASKS[fam])}): "
+            "it is not measured"
+        )
+    for task in tasks_missing:
+        fam = next(f for f in FAMILIES if task in FAMILY_TASKS[f])
+        if fam not in families_missing:
+            warnings.append(f"suite task `{task}` ({fam}) has no case in the test split: it is not measured")
+    return {"families_missing": families_missing, "tasks_missing": tasks_missing, "warnings": warnings}
 
 
 def reference_text(ref: dict[str, Any]) -> str:

@@ -57,6 +57,8 @@ def build_release_bundle(
 
     cfg = settings.export
     out_dir.mkdir(parents=True, exist_ok=True)
+    base = provenance.get("base_model") or {}
+    base_record = {k: base.get(k) for k in ("name", "source", "fingerprint", "revision")}
     merged = merge_adapter(
         base_dir,
         adapter_dir,
@@ -65,6 +67,9 @@ def build_release_bundle(
         extra={
             "corpus_version": provenance.get("corpus_version"),
             "plan_fingerprint": provenance.get("plan_fingerprint"),
+            # What the model was tuned from, beside the weights: `serve --model DIR` reads it to say
+            # when the base is the tiny embedded model (not a real language model).
+            "base_model": base_record,
         },
     )
     log(
@@ -78,7 +83,6 @@ def build_release_bundle(
         files["gguf"] = g.path
         files["modelfile"] = write_modelfile(out_dir, GGUF_NAME, num_ctx=context_length(merged.path))
         log(f"export: GGUF {g.dtype} {g.bytes / 2**20:.1f} MiB, {g.tensors} tensors, in {g.seconds:.1f}s")
-    base = provenance.get("base_model") or {}
     files["card"] = write_model_card(
         out_dir,
         base_model=base,
@@ -96,7 +100,7 @@ def build_release_bundle(
     manifest = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "corpus_version": provenance.get("corpus_version"),
-        "base_model": {k: base.get(k) for k in ("name", "source", "fingerprint", "revision")},
+        "base_model": base_record,
         "plan_fingerprint": provenance.get("plan_fingerprint"),
         "training_run_id": provenance.get("run_id"),
         "eval": {

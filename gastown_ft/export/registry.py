@@ -103,6 +103,66 @@ def content_id(files: dict[str, dict[str, Any]]) -> str:
     return "sha256:" + h.hexdigest()
 
 
+# -- the embedded base model --------------------------------------------------------------------------
+
+EMBEDDED_BASE_NOTICE = (
+    "its base model is the tiny embedded model built in this project{size}: "
+    "not a real language model; for tests"
+)
+
+
+def is_embedded_base(base: Any) -> bool:
+    """Whether a base-model record (a manifest's or provenance's `base_model`) is the embedded model.
+
+    Records carry `source` ("embedded" | "preset" | "local" | "hub"); older ones only `name`."""
+    if isinstance(base, str):
+        return base == "embedded"
+    if not isinstance(base, dict):
+        return False
+    source = base.get("source")
+    return source == "embedded" or (source is None and base.get("name") == "embedded")
+
+
+def _parameters_text(parameters: Any) -> str:
+    if not isinstance(parameters, int) or isinstance(parameters, bool) or parameters <= 0:
+        return " (a few million parameters)"
+    return (
+        f" ({parameters / 1e6:.1f}M parameters)" if parameters >= 100_000 else f" ({parameters:,} parameters)"
+    )
+
+
+def embedded_base_notice(base: Any, parameters: Any = None) -> str | None:
+    """The plain warning to show wherever a model built on the embedded base is listed or served."""
+    if not is_embedded_base(base):
+        return None
+    return EMBEDDED_BASE_NOTICE.format(size=_parameters_text(parameters))
+
+
+def model_base(model_dir: str | os.PathLike) -> tuple[dict[str, Any] | None, int | None]:
+    """(base-model record, parameter count) of an exported model directory, from what the export wrote.
+
+    A registered version's manifest (`<version>/manifest.json` above `bundle/merged`) first, else the
+    merge report beside the weights (`merge.json`; exports record `base_model` there too).
+    (None, None) when neither says."""
+    merged = Path(model_dir)
+    manifest_file = merged.parent.parent / MANIFEST_FILE
+    if merged.name == MERGED_DIR and merged.parent.name == BUNDLE_DIR and manifest_file.is_file():
+        try:
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            base = manifest.get("base_model")
+            if base:
+                return base, (manifest.get("merge") or {}).get("parameters")
+        except (OSError, ValueError, AttributeError):
+            pass
+    try:
+        report = json.loads((merged / "merge.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(report, dict):
+        return None, None
+    return report.get("base_model"), report.get("parameters")
+
+
 def normalize_version(version: str | int) -> str:
     m = _VERSION_RE.match(str(version).strip())
     if not m:
@@ -140,6 +200,18 @@ class ModelVersion:
     @property
     def created(self) -> str | None:
         return self.manifest.get("created")
+
+    @property
+    def base_is_embedded(self) -> bool:
+        return is_embedded_base(self.manifest.get("base_model"))
+
+    @property
+    def base_notice(self) -> str | None:
+        """A plain warning when this version's base is the tiny embedded model, else None."""
+        merge = self.manifest.get("merge")
+        return embedded_base_notice(
+            self.manifest.get("base_model"), merge.get("parameters") if isinstance(merge, dict) else None
+        )
 
     @property
     def size_bytes(self) -> int:

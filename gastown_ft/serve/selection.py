@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gastown_ft.errors import GastownFTError
-from gastown_ft.export.registry import _VERSION_RE, MERGED_DIR, Registry
+from gastown_ft.export.registry import _VERSION_RE, MERGED_DIR, Registry, embedded_base_notice, model_base
 from gastown_ft.serve.engine import ModelChoice
 
 NO_PROMOTED_HINT = (
@@ -44,3 +44,17 @@ def choose_model(
     if not mv.eval_passed:
         warnings.append(f"{mv.version} did not pass its evaluation")
     return ModelChoice(mv.merged_dir, mv.version), warnings
+
+
+def base_notice(choice: ModelChoice, registry: Registry | None = None) -> str | None:
+    """A plain warning when the chosen model was tuned from the tiny embedded base, else None.
+
+    A registry version says so in its manifest; a model directory in the export's records beside it
+    (the version manifest above a bundle, or merge.json)."""
+    if choice.version is not None and registry is not None:
+        try:
+            return registry.get(choice.version).base_notice
+        except GastownFTError:
+            pass
+    base, parameters = model_base(choice.path)
+    return embedded_base_notice(base, parameters)

@@ -31,8 +31,10 @@ def _materialized(result) -> set[str]:
 
 def test_a_passing_evaluation_exports_registers_and_promotes(tiny_trained, tmp_path):
     settings, instance, _ = tiny_trained
-    # The tiny model is barely trained: the gate is opened wide so that this test is about the export.
-    cfg = _settings_with(settings, tmp_path, suite_tolerance=1.0, guard_max_ppl_ratio=100.0)
+    # The tiny model is barely trained and would fail the default gate (beat the base, reach
+    # suite_floor): the gate is opened explicitly (suite_min_gain -1, no floor) so that this test is
+    # about the export.
+    cfg = _settings_with(settings, tmp_path, suite_min_gain=-1.0, suite_floor=0.0, guard_max_ppl_ratio=100.0)
     registry = Registry(registry_root(cfg))
     before = [v.version for v in registry.versions()]
     result = materialize_assets(cfg, instance, ["eval_report", "exported_model"])
@@ -82,11 +84,28 @@ def test_a_passing_evaluation_exports_registers_and_promotes(tiny_trained, tmp_p
     headline = [name for name in manifest["eval"]["metrics"] if "/" not in name]
     assert headline and all(name in card.text for name in headline)
 
+    # The base is the tiny embedded model: the export records it (manifest, merge.json beside the
+    # weights, asset metadata), and status and serve say so.
+    from gastown_ft.report import detail_lines
+    from gastown_ft.serve.engine import ModelChoice
+    from gastown_ft.serve.selection import base_notice, choose_model
+
+    assert manifest["base_model"]["source"] == provenance["base_model"]["source"] == "embedded"
+    notice = current.base_notice
+    assert notice and "not a real language model" in notice
+    assert meta["base_model_source"] == "embedded" and meta["base_notice"] == notice
+    merge_report = json.loads((bundle / "merged" / "merge.json").read_text())
+    assert merge_report["base_model"] == manifest["base_model"]
+    assert f"{version}: {notice}" in "\n".join(detail_lines(asset_status(instance)))
+    assert base_notice(choose_model(registry, None)[0], registry) == notice
+    assert base_notice(ModelChoice(bundle / "merged")) == notice
+
 
 def test_a_failing_evaluation_stops_the_export(tiny_trained, tmp_path):
     settings, instance, _ = tiny_trained
-    # No tuned model keeps general-text perplexity within 1% of the base's: the guard must fail.
-    cfg = _settings_with(settings, tmp_path, suite_tolerance=1.0, guard_max_ppl_ratio=0.01)
+    # No tuned model keeps general-text perplexity within 1% of the base's: the guard must fail (the
+    # suite gate is opened, so that the guard is what stops the export).
+    cfg = _settings_with(settings, tmp_path, suite_min_gain=-1.0, suite_floor=0.0, guard_max_ppl_ratio=0.01)
     registry = Registry(registry_root(cfg))
     before = [v.version for v in registry.versions()]
     result = materialize_assets(cfg, instance, ["eval_report", "exported_model"])

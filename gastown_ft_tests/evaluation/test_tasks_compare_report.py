@@ -1,4 +1,5 @@
-"""The task-suite checks on known good and bad answers; the decision; results.json and report.md."""
+"""The task-suite checks on known good and bad answers; the gate (the tuned model must beat the base);
+coverage warnings; results.json and report.md."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 
 import pytest
 
+from gastown_ft.config import EvaluationConfig
 from gastown_ft.corpus.examples import BASH_TOOL, assistant, make_example, tool_call, user
 from gastown_ft.corpus.pairs_beads import create_command
 from gastown_ft.corpus.pairs_formulas import author_request, next_step_examples
@@ -14,7 +16,8 @@ from gastown_ft.errors import GastownFTError
 from gastown_ft.evaluation.compare import decide
 from gastown_ft.evaluation.generate import Generation, parse_tool_calls
 from gastown_ft.evaluation.report import load_eval_results, write_results
-from gastown_ft.evaluation.tasks import build_task_suite, score_case, summarize
+from gastown_ft.evaluation.run import collect_warnings
+from gastown_ft.evaluation.tasks import FAMILIES, build_task_suite, score_case, suite_coverage, summarize
 
 FORMULA = {
     "name": "mol-demo",
@@ -157,11 +160,11 @@ def test_summary_rates(suite):
     assert s["tasks"]["bead_close"]["passed"] == 0
 
 
-def _results(base: float, tuned: float, base_ppl: float, tuned_ppl: float) -> dict:
+def _results(base: float, tuned: float, base_ppl: float, tuned_ppl: float, cases: int = 10) -> dict:
     return {
         "task_suite": {
-            "base": {"suite_score": base, "cases": 10},
-            "tuned": {"suite_score": tuned, "cases": 10},
+            "base": {"suite_score": base, "cases": cases},
+            "tuned": {"suite_score": tuned, "cases": cases},
         },
         "patrol": {"suites": []},
         "guard": {
@@ -175,19 +178,124 @@ def _results(base: float, tuned: float, base_ppl: float, tuned_ppl: float) -> di
     }
 
 
-def test_decision_tolerance_and_guard():
-    assert decide(_results(0.5, 0.5, 10, 10), 0.0, 1.1).passed
-    assert not decide(_results(0.5, 0.4, 10, 10), 0.0, 1.1).passed
-    assert decide(_results(0.5, 0.4, 10, 10), 0.1, 1.1).passed
-    assert not decide(_results(0.5, 0.55, 10, 10), -0.1, 1.1).passed  # negative: must improve by 0.1
-    d = decide(_results(0.5, 0.6, 10, 11.5), 0.0, 1.1)
-    assert not d.passed and [c.name for c in d.failures] == ["general_text_guard"]
-    assert "DEGRADED" in d.summary()
+def _failed(results: dict, **gate) -> list[str]:
+    return [c.name for c in decide(results, **gate).failures]
+
+
+def test_gate_refuses_an_empty_model_against_an_empty_base():
+    # 0 of 36 against 0 of 36: no better than the base, and below the floor.
+    d = decide(_results(0.0, 0.0, 10, 10, cases=36))
+    assert not d.passed
+    assert [c.name for c in d.failures] == ["task_suite", "task_suite_floor"]
+    assert "does NOT BEAT the base" in d.summary() and "BELOW the floor" in d.summary()
+    # The defaults are [evaluation]'s: the same decision from the configured values.
+    cfg = EvaluationConfig()
+    same = decide(
+        _results(0.0, 0.0, 10, 10, cases=36),
+        suite_min_gain=cfg.suite_min_gain,
+        suite_floor=cfg.suite_floor,
+        patrol_tolerance=cfg.suite_tolerance,
+        max_ppl_ratio=cfg.guard_max_ppl_ratio,
+    )
+    assert same.to_dict() == d.to_dict()
+
+
+def test_gate_refuses_a_tie_with_the_base():
+    assert _failed(_results(0.5, 0.5, 10, 10), suite_min_gain=0.0, suite_floor=0.05) == ["task_suite"]
+    # Equal up to rounding is still a tie.
+    assert _failed(_results(1 / 3, 0.1 + 0.7 / 3, 10, 10), suite_min_gain=0.0, suite_floor=0.0) == [
+        "task_suite"
+    ]
+
+
+def test_gate_passes_a_model_that_beats_the_base_by_the_margin_and_the_floor():
+    d = decide(_results(0.5, 0.6, 10, 10), suite_min_gain=0.05, suite_floor=0.05)
+    assert d.passed and d.failures == []
+    gain = next(c for c in d.checks if c.name == "task_suite")
+    assert gain.op == ">" and gain.limit == pytest.approx(0.55)
+    # The margin is strict: exactly base + margin is not enough, more than it is.
+    assert _failed(_results(0.5, 0.6, 10, 10), suite_min_gain=0.1, suite_floor=0.05) == ["task_suite"]
+    assert _failed(_results(0.5, 0.6, 10, 10), suite_min_gain=0.2, suite_floor=0.05) == ["task_suite"]
+    assert _failed(_results(0.5, 0.6, 10, 10), suite_min_gain=0.09, suite_floor=0.05) == []
+
+
+def test_gate_refuses_a_model_below_the_floor_even_when_it_beats_the_base():
+    assert _failed(_results(0.0, 0.03, 10, 10), suite_min_gain=0.0, suite_floor=0.05) == ["task_suite_floor"]
+    assert _failed(_results(0.0, 0.05, 10, 10), suite_min_gain=0.0, suite_floor=0.05) == []  # >= floor
+    # What the tests with the tiny model set to let an empty model through on purpose.
+    assert _failed(_results(0.0, 0.0, 10, 10), suite_min_gain=-1.0, suite_floor=0.0) == []
+
+
+def test_nothing_measured_cannot_pass():
+    d = decide(_results(0.0, 0.0, 10, 10, cases=0), suite_min_gain=-1.0, suite_floor=0.0)
+    assert not d.passed and [c.name for c in d.failures] == ["task_suite"]
+    assert "0 cases" in d.summary() and "nothing was measured" in d.summary()
+    empty_patrol = _results(0.5, 0.6, 10, 10)
+    empty_patrol["patrol"]["suites"] = [
+        {"name": "gt", "base": {"accuracy": 0.0, "scored": 0}, "tuned": {"accuracy": 0.0, "scored": 0}}
+    ]
+    assert _failed(empty_patrol) == ["patrol:gt"]
+    assert _failed(_results(0.5, 0.6, 10, float("nan"))) == ["general_text_guard"]
+
+
+def test_patrol_tolerance_and_guard():
     patrol = _results(0.5, 0.6, 10, 10)
     patrol["patrol"]["suites"] = [
         {"name": "gt", "base": {"accuracy": 0.8, "scored": 5}, "tuned": {"accuracy": 0.6, "scored": 5}}
     ]
-    assert [c.name for c in decide(patrol, 0.0, 1.1).failures] == ["patrol:gt"]
+    assert _failed(patrol, patrol_tolerance=0.0) == ["patrol:gt"]
+    assert _failed(patrol, patrol_tolerance=0.2) == []
+    patrol["patrol"]["suites"][0]["tuned"]["accuracy"] = 0.85
+    assert _failed(patrol, patrol_tolerance=-0.1) == ["patrol:gt"]  # negative: must improve by 0.1
+    d = decide(_results(0.5, 0.6, 10, 11.5), max_ppl_ratio=1.1)
+    assert not d.passed and [c.name for c in d.failures] == ["general_text_guard"]
+    assert "DEGRADED" in d.summary()
+    assert decide(_results(0.5, 0.6, 10, 10.5), max_ppl_ratio=1.1).passed
+
+
+def test_missing_families_and_tasks_are_warnings(suite):
+    cases, _ = suite
+    full = suite_coverage(cases)
+    assert full["families_missing"] == []
+    assert "bead_triage" in full["tasks_missing"] and "bead_create" not in full["tasks_missing"]
+    assert any("`bead_triage` (exact)" in w for w in full["warnings"])
+    no_authoring = suite_coverage([c for c in cases if c.family != "authoring"])
+    assert no_authoring["families_missing"] == ["authoring"]
+    assert any("family `authoring`" in w and "formula_author" in w for w in no_authoring["warnings"])
+    assert suite_coverage([])["families_missing"] == list(FAMILIES)
+
+
+def test_warnings_reach_results_and_report(suite, tmp_path):
+    cases, _ = suite
+    results = _results(0.5, 0.6, 10.0, 10.5)
+    results["task_suite"].update(suite_coverage([c for c in cases if c.family != "authoring"]))
+    results["task_suite"]["tuned"]["tasks"] = {"bead_close": {"cases": 1, "passed": 1}}
+    results["task_suite"]["base"]["tasks"] = {"bead_close": {"cases": 1, "passed": 0}}
+    results["patrol"]["suites"] = [
+        {
+            "name": "gt",
+            "base": {"accuracy": 0.5, "scored": 4, "cases": 4, "unsupported_asserts": {}},
+            "tuned": {"accuracy": 0.5, "scored": 4, "cases": 4, "unsupported_asserts": {}},
+            "warnings": ["test file not found, skipped: gone.yaml"],
+        }
+    ]
+    results["warnings"] = collect_warnings(results)
+    assert results["warnings"][-1] == "patrol suite `gt`: test file not found, skipped: gone.yaml"
+    d = decide(results)
+    results.update(metrics={}, decision=d.to_dict(), passed=d.passed)
+    report, _ = write_results(tmp_path / "ev", results)
+    loaded = load_eval_results(tmp_path / "ev")
+    assert loaded["warnings"] == results["warnings"]
+    assert loaded["task_suite"]["families_missing"] == ["authoring"]
+    text = report.read_text()
+    assert f"## Warnings ({len(results['warnings'])})" in text
+    assert "**WARNING:** task family `authoring` has no case" in text
+    assert "| formula_author | **0 (not measured)** |" in text
+    # Without missing families or tasks, no warning section.
+    clean = _results(0.5, 0.6, 10.0, 10.5)
+    clean.update(metrics={}, decision=decide(clean).to_dict(), passed=True, warnings=[])
+    report, _ = write_results(tmp_path / "clean", clean)
+    assert "Warnings" not in report.read_text()
 
 
 def test_results_round_trip_and_report(tmp_path):
@@ -198,7 +306,7 @@ def test_results_round_trip_and_report(tmp_path):
             "heldout_loss": {"base": float("nan"), "tuned": 1.0},
         },
     }
-    d = decide(results, 0.0, 1.1)
+    d = decide(results)
     results.update(decision=d.to_dict(), passed=d.passed)
     report, path = write_results(tmp_path / "ev", results)
     loaded = load_eval_results(tmp_path / "ev")
