@@ -240,6 +240,11 @@ class EvaluationConfig(_Section):
         gt=0,
         description="The tuned model's general-text perplexity may be at most this times the base's.",
     )
+    generalization: bool = Field(
+        True,
+        description="Also score hand-written bead requests phrased unlike any corpus template "
+        "(reported as `generalization`, not part of the suite score).",
+    )
     guard_docstrings: int = Field(
         48, ge=1, description="Python standard-library docstrings in the general-text sample."
     )

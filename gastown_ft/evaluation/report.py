@@ -103,6 +103,25 @@ def render_markdown(results: dict[str, Any]) -> str:
                 why = c["tuned"]["details"].get("reason") or json.dumps(c["tuned"]["details"])[:200]
                 out = c["tuned"]["output"][:300].replace("```", "'''")
                 lines += [f"- `{c['case_id']}`: {why}", "", "  ```", f"  {out}", "  ```"]
+    para = results.get("generalization") or {}
+    if para:
+        b, t = para["base"], para["tuned"]
+        lines += [
+            "",
+            "## Generalization: bead requests phrased unlike any corpus template",
+            "",
+            f"{t['cases']} hand-written requests (casual, terse, out of order): base passed {b['passed']}, "
+            f"tuned passed {t['passed']}.",
+            "",
+            "| case | expected | tuned wrote | passed |",
+            "| --- | --- | --- | --- |",
+        ]
+        for c in para.get("cases", []):
+            got = (c["tuned"]["details"].get("commands") or ["(no command)"])[0]
+            want = c["tuned"]["details"].get("expected", "")
+            lines.append(
+                f"| {c['case_id']} | `{want}` | `{got[:120]}` | {'yes' if c['tuned']['passed'] else 'no'} |"
+            )
     for s in (results.get("patrol") or {}).get("suites") or []:
         b, t = s["base"], s["tuned"]
         lines += [

@@ -16,6 +16,7 @@ from gastown_ft.evaluation import guard as guard_mod
 from gastown_ft.evaluation.compare import decide
 from gastown_ft.evaluation.generate import LoadedModel, Prompt, generate, load_model, torch_threads
 from gastown_ft.evaluation.heldout import encode_by_task, heldout_losses
+from gastown_ft.evaluation.paraphrase import paraphrase_cases
 from gastown_ft.evaluation.promptfoo import CaseResult, JavaScript, Suite, load_suite, score_output
 from gastown_ft.evaluation.promptfoo import summarize as summarize_patrol
 from gastown_ft.evaluation.tasks import build_task_suite, reference_text, score_case, suite_coverage
@@ -91,6 +92,13 @@ def _task_suite(loaded: LoadedModel, examples, cfg: EvaluationConfig, log: Log) 
     coverage = suite_coverage(cases)
     for w in coverage["warnings"]:
         log(f"evaluation: WARNING: {w}")
+    out = _score_cases(loaded, cases, cfg, log, "task suite")
+    out.update(coverage)
+    return out
+
+
+def _score_cases(loaded: LoadedModel, cases, cfg: EvaluationConfig, log: Log, what: str) -> dict[str, Any]:
+    """Both variants' greedy answers to `cases`, scored: per-variant summaries and every case."""
     tok = loaded.tokenizer
     prompts = []
     for case in cases:
@@ -115,9 +123,8 @@ def _task_suite(loaded: LoadedModel, examples, cfg: EvaluationConfig, log: Log) 
         for row, s, g in zip(per_case, scores, gens, strict=True):
             row[variant] = {"passed": s.passed, "details": s.details, "output": g.text}
         out[variant] = summarize_tasks(scores)
-        log(f"evaluation: task suite ({variant}) {out[variant]['passed']}/{out[variant]['cases']} passed")
+        log(f"evaluation: {what} ({variant}) {out[variant]['passed']}/{out[variant]['cases']} passed")
     out["cases"] = per_case
-    out.update(coverage)
     return out
 
 
@@ -194,6 +201,11 @@ def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timin
             results["guard"] = g
     with _timed(timing, "task_suite", log):
         results["task_suite"] = _task_suite(loaded, test_examples, cfg, log)
+    if cfg.generalization:
+        with _timed(timing, "generalization", log):
+            results["generalization"] = _score_cases(
+                loaded, paraphrase_cases(), cfg, log, "generalization (hand-written paraphrases)"
+            )
     patrol: list[dict[str, Any]] = []
     with _timed(timing, "patrol", log):
         for raw in cfg.patrol_suites:
@@ -247,6 +259,9 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, dict[str, float]]:
         put("heldout_perplexity", h["base"]["overall"]["perplexity"], h["tuned"]["overall"]["perplexity"])
         for task, row in h["tuned"]["tasks"].items():
             put(f"heldout_loss/{task}", h["base"]["tasks"][task]["loss"], row["loss"])
+    para = results.get("generalization") or {}
+    if para:
+        put("generalization", para["base"]["suite_score"], para["tuned"]["suite_score"])
     s = results.get("task_suite") or {}
     if s:
         put("suite_score", s["base"]["suite_score"], s["tuned"]["suite_score"])

@@ -60,6 +60,10 @@ OPTIMIZER_BYTES_PER_TRAINABLE = 16
 MATMUL_EFFICIENCY = 0.92
 SECONDS_PER_ACTIVATION_BYTE = 1.13e-9
 SECONDS_PER_STEP = 0.002  # optimizer update and clipping of the (small) adapter
+BF16_CPU_ACTIVATIONS = 1.0  # saved activations under CPU bf16 autocast, relative to fp32 (fitted below)
+NF4_BYTES_PER_WEIGHT = 0.56  # 4-bit NF4 with double-quantized block scales (bitsandbytes)
+GPU_BASELINE_BYTES = 64 * MB  # what torch.cuda.max_memory_allocated sees besides the parts below
+GPU_ALLOCATOR_RETENTION = 0.1
 
 
 @dataclass
@@ -118,16 +122,18 @@ def model_dims(model_config: Any) -> dict[str, int]:
 _MATMUL_CACHE: dict[int, float] = {}
 
 
-def measure_matmul_flops(seconds: float = 0.5, *, size: int = 512, threads: int | None = None) -> float:
-    """fp32 FLOP/s of torch.matmul on this CPU (square `size` matrices, for about `seconds`)."""
+def measure_matmul_flops(
+    seconds: float = 0.5, *, size: int = 512, threads: int | None = None, dtype: Any = None
+) -> float:
+    """FLOP/s of torch.matmul on this CPU (square `size` matrices, fp32 unless `dtype`, ~`seconds`)."""
     import torch
 
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        a = torch.randn(size, size, generator=torch.Generator().manual_seed(0))
-        b = torch.randn(size, size, generator=torch.Generator().manual_seed(1))
+        a = torch.randn(size, size, generator=torch.Generator().manual_seed(0)).to(dtype or torch.float32)
+        b = torch.randn(size, size, generator=torch.Generator().manual_seed(1)).to(dtype or torch.float32)
         torch.matmul(a, b)  # warm up
         n = 0
         start = time.perf_counter()
@@ -150,6 +156,40 @@ def matmul_flops_cached(threads: int | None = None) -> float:
     return _MATMUL_CACHE[key]
 
 
+_BF16_CACHE: dict[int, float] = {}
+_GPU_CACHE: dict[tuple[str, str], float] = {}
+
+
+def bf16_matmul_flops_cached(threads: int | None = None) -> float:
+    """bfloat16 matmul FLOP/s on this CPU (AMX / AVX512-BF16 where present), once per thread count."""
+    import torch
+
+    key = threads or 0
+    if key not in _BF16_CACHE:
+        _BF16_CACHE[key] = measure_matmul_flops(0.3, threads=threads, dtype=torch.bfloat16)
+    return _BF16_CACHE[key]
+
+
+def gpu_matmul_flops_cached(device: str, precision: str) -> float:
+    """Matmul FLOP/s of a CUDA device in the compute precision (4096-square products), once."""
+    import torch
+
+    key = (device, precision)
+    if key not in _GPU_CACHE:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+        a = torch.randn(4096, 4096, device=device, dtype=dtype)
+        b = torch.randn(4096, 4096, device=device, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        torch.cuda.synchronize(device)
+        n, start = 20, time.perf_counter()
+        for _ in range(n):
+            a @ b
+        torch.cuda.synchronize(device)
+        _GPU_CACHE[key] = 2 * 4096**3 * n / (time.perf_counter() - start)
+    return _GPU_CACHE[key]
+
+
 def _linear_params_per_layer(d: dict[str, int]) -> int:
     h, i, q, kv = d["hidden"], d["intermediate"], d["heads"] * d["head_dim"], d["kv_heads"] * d["head_dim"]
     return h * q + 2 * h * kv + q * h + 3 * h * i
@@ -169,6 +209,9 @@ def estimate_training(
     trained_tokens: int | None = None,
     packed: bool | None = None,
     matmul_flops: float | None = None,
+    device_kind: str = "cpu",
+    precision: str = "fp32",
+    quantization: str = "none",
 ) -> Estimate:
     """Peak memory and time of training `cfg` (a TrainingConfig) on `n_train_tokens` tokens an epoch.
 
@@ -189,6 +232,9 @@ def estimate_training(
         "trained_tokens": trained_tokens,
         "packed": packed,
         "matmul_flops": matmul_flops,
+        "device_kind": device_kind,
+        "precision": precision,
+        "quantization": quantization,
     }
     d = model_dims(model_config)
     h, inter, layers, vocab = d["hidden"], d["intermediate"], d["layers"], d["vocab"]
@@ -201,25 +247,44 @@ def estimate_training(
     max_trained = min(max_trained_tokens or tokens, tokens)
 
     # --- memory
-    weights = 4 * n_total
+    gpu = device_kind == "cuda"
+    # Layers below the lowest adapted one keep nothing for the backward pass: no input there needs a grad.
+    grad_layers = min(layers, cfg.lora_layers or layers)
+    frozen = n_total - n_trainable
+    if gpu and quantization == "nf4":
+        linear = layers * _linear_params_per_layer(d)
+        weights = int(NF4_BYTES_PER_WEIGHT * linear + 2 * max(0, frozen - linear)) + 4 * n_trainable
+    elif gpu and precision in ("bf16", "fp16"):
+        weights = 2 * frozen + 4 * n_trainable
+    else:
+        weights = 4 * n_total
     lora_state = OPTIMIZER_BYTES_PER_TRAINABLE * n_trainable
     widths = _adapted_input_widths(cfg.target_modules, d)
     per_token_layer = ACT_HIDDEN * h + ACT_INTERMEDIATE * inter + ACT_RANK * cfg.lora_rank * len(widths)
     if cfg.lora_dropout > 0:
         per_token_layer += DROPOUT_COPY * sum(widths)
-    activations = int(4 * tokens * layers * per_token_layer)
+    if cfg.gradient_checkpointing:
+        # only each layer's input is kept; one layer at a time is recomputed in full
+        act_floats = tokens * (grad_layers * h + per_token_layer)
+    else:
+        act_floats = tokens * grad_layers * per_token_layer
+    act_bytes = 2 if gpu and precision in ("bf16", "fp16") else 4
+    activations = int(
+        act_bytes * act_floats * (BF16_CPU_ACTIVATIONS if not gpu and precision == "bf16" else 1)
+    )
     attention = batch * seq * seq if packed else 0
     if _get(model_config, "_attn_implementation", "attn_implementation") == "eager":
-        attention += 2 * 4 * batch * d["heads"] * seq * seq * layers
+        attention += 2 * act_bytes * batch * d["heads"] * seq * seq * grad_layers
     logits = 4 * LOGIT_COPIES * max_trained * vocab
     breakdown = {
-        "baseline": BASELINE_BYTES,
+        "baseline": GPU_BASELINE_BYTES if gpu else BASELINE_BYTES,
         "weights": weights,
         "lora_state": lora_state,
         "activations": activations,
         "attention": attention,
         "logits": logits,
-        "allocator_retained": int(ALLOCATOR_RETENTION * activations),
+        # glibc on the CPU keeps freed temporaries mapped; CUDA's caching allocator fragments less
+        "allocator_retained": int((GPU_ALLOCATOR_RETENTION if gpu else ALLOCATOR_RETENTION) * activations),
     }
     peak = int(sum(breakdown.values()))
 
@@ -235,7 +300,11 @@ def estimate_training(
     frozen_linear = layers * _linear_params_per_layer(d)
     q_width = d["heads"] * d["head_dim"]
     # causal attention: QK^T and AV over mean_seq / 2 keys on average, 2 FLOPs a multiply-add, x3 with backward
-    flops_per_token = 4 * frozen_linear + 3 * layers * 2 * mean_seq * q_width
+    # forward through every layer (2 FLOPs a weight), backward (input gradients, 2) only down to the
+    # lowest adapted layer
+    flops_per_token = (2 + 2 * grad_layers / layers) * frozen_linear + (1 + 2 * grad_layers / layers) * (
+        layers * 2 * mean_seq * q_width
+    )
     flops_per_batch = padded_per_batch * flops_per_token + trained_per_batch * 4 * h * vocab
     flops_per_batch += 6 * n_trainable * padded_per_batch
     flops_per_step = flops_per_batch * cfg.grad_accum
@@ -365,6 +434,24 @@ def budget_suggestions(estimate: Estimate) -> list[tuple[str, Estimate]]:
             (
                 f"lora_rank = {r}, lora_alpha = {max(1, cfg.lora_alpha // 2)}",
                 _variant(estimate, lora_rank=r, lora_alpha=max(1, cfg.lora_alpha // 2)),
+            )
+        )
+    if not cfg.gradient_checkpointing:
+        out.append(
+            (
+                "gradient_checkpointing = true (about 30% slower)",
+                _variant(estimate, gradient_checkpointing=True),
+            )
+        )
+    if estimate.inputs.get("device_kind") == "cuda" and estimate.inputs.get("quantization") != "nf4":
+        inputs = {**estimate.inputs, "quantization": "nf4"}
+        config = inputs.pop("model_config")
+        n_trainable, n_total = inputs.pop("n_trainable"), inputs.pop("n_total")
+        q_cfg, tokens = inputs.pop("cfg"), inputs.pop("n_train_tokens")
+        out.append(
+            (
+                'quantization = "nf4" (QLoRA: the frozen base in 4 bits; needs bitsandbytes)',
+                estimate_training(config, n_trainable, n_total, q_cfg, tokens, **inputs),
             )
         )
     if len(out) > 1:

@@ -68,13 +68,17 @@ from gastown_ft.training.device import Hardware, detect
 from gastown_ft.training.estimate import (
     Estimate,
     available_memory_bytes,
+    bf16_matmul_flops_cached,
     budget_suggestions,
     check_budget,
     estimate_training,
+    gpu_matmul_flops_cached,
+    matmul_flops_cached,
 )
 from gastown_ft.training.parallel import from_environment, wrap
 
 MB = 1024 * 1024
+GPU_RESERVE_BYTES = 1024 * MB  # the CUDA context and the caching allocator's slack
 CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"
 STATE_FILE = "training_state.json"
@@ -110,6 +114,7 @@ class TrainingPlan:
     tokenization_checked: int = 0
     tokenization_mismatches: int = 0
     fingerprint: str = ""
+    hardware: Hardware | None = field(default=None, repr=False)
 
     @property
     def pad_id(self) -> int:
@@ -168,7 +173,11 @@ class TrainingPlan:
             f"optimizer       AdamW lr {cfg.learning_rate:g}, {cfg.lr_schedule} schedule,"
             f" {self.warmup_steps} warmup steps; checkpoint every {cfg.checkpoint_every} steps; seed {cfg.seed}",
             f"LoRA            rank {cfg.lora_rank}, alpha {cfg.lora_alpha}, dropout {cfg.lora_dropout:g},"
-            f" {'DoRA, ' if cfg.use_dora else ''}modules {', '.join(self.target_modules)}",
+            f" {'DoRA, ' if cfg.use_dora else ''}modules {', '.join(self.target_modules)}"
+            + (f" in the top {cfg.lora_layers} layers" if cfg.lora_layers else ""),
+            f"hardware        {self.hardware.name if self.hardware else 'cpu'}"
+            + (f", {cfg.processes} data-parallel processes" if cfg.processes > 1 else "")
+            + (", gradient checkpointing" if cfg.gradient_checkpointing else ""),
             f"parameters      {self.n_trainable:,} trainable of {self.n_total:,}"
             f" ({100 * self.n_trainable / max(1, self.n_total):.2f}%)",
             f"estimated peak  {est.peak_bytes / MB:,.0f} MB ("
@@ -340,6 +349,7 @@ def plan_training(
         len(chunk) * max(lengths[i] for i in chunk)
         for chunk in (order[k : k + cfg.batch_size] for k in range(0, len(order), cfg.batch_size))
     )
+    hw = hardware_for(cfg)
     estimate = estimate_training(
         model_config,
         n_trainable,
@@ -352,9 +362,15 @@ def plan_training(
         padded_tokens=padded,
         trained_tokens=train_stats.trained_tokens,
         packed=any(_is_packed(r) for r in rows if "position_ids" in r),
+        matmul_flops=matmul_peak(hw),
+        device_kind=hw.kind,
+        precision=hw.precision,
+        quantization=hw.quantization,
     )
     if cfg.memory_budget_mb:
         budget, source = cfg.memory_budget_mb * MB, "training.memory_budget_mb"
+    elif hw.kind == "cuda" and hw.memory_bytes:
+        budget, source = hw.memory_bytes - GPU_RESERVE_BYTES, f"memory of {hw.name} less the CUDA context"
     else:
         budget, source = available_memory_bytes(), "memory available now"
     fingerprint = _fingerprint(base_model_dir, cfg, rows)
@@ -379,7 +395,19 @@ def plan_training(
         tokenization_checked=len(sample),
         tokenization_mismatches=mismatches,
         fingerprint=fingerprint,
+        hardware=hw,
     )
+
+
+def matmul_peak(hw: Hardware) -> float | None:
+    """Matmul FLOP/s of `hw` in its compute precision (None: the estimate measures fp32 on the CPU)."""
+    if hw.kind == "cpu" and hw.precision == "bf16":
+        return bf16_matmul_flops_cached(hw.threads)
+    if hw.kind == "cuda":
+        return gpu_matmul_flops_cached(hw.device, hw.precision)
+    if hw.kind == "cpu":
+        return matmul_flops_cached(hw.threads)
+    return None
 
 
 def batch_order(rows: list[dict[str, list[int]]], epoch: int, cfg: TrainingConfig) -> list[int]:
@@ -832,7 +860,7 @@ def train_lora(
     ckpt_root = out_dir / CHECKPOINTS
     if not resume and ckpt_root.exists():
         shutil.rmtree(ckpt_root)
-    hw = hardware_for(cfg)
+    hw = plan.hardware or hardware_for(cfg)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(hw.threads)
     try:

@@ -211,3 +211,58 @@ def test_estimate_is_within_30_percent_of_the_measured_peak_rss(tmp_path):
             f" (x{ratio:.2f}); {r['tokens_per_s']:,.0f} tokens/s measured, {r['estimated_tokens_per_s']:,.0f} estimated"
         )
         assert 0.7 <= ratio <= 1.3, r
+
+
+LLAMA_8B = {
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+}
+
+
+def _gpu_estimate(quantization: str = "none", **cfg):
+    from gastown_ft.config import TrainingConfig
+    from gastown_ft.training.estimate import estimate_training
+
+    tcfg = TrainingConfig(batch_size=1, max_seq_len=512, lora_rank=16, **cfg)
+    n_total, n_trainable = 8_030_000_000, 42_000_000
+    return estimate_training(
+        LLAMA_8B,
+        n_trainable,
+        n_total + n_trainable,
+        tcfg,
+        200_000,
+        device_kind="cuda",
+        precision="bf16",
+        quantization=quantization,
+        matmul_flops=700e12,
+    )
+
+
+def test_an_8b_model_on_a_16gb_card_is_refused_without_qlora():
+    from gastown_ft.errors import GastownFTError
+    from gastown_ft.training.estimate import check_budget
+
+    card = 15 * 1024**3  # a 16 GB card less the CUDA context
+    plain, qlora = _gpu_estimate(), _gpu_estimate("nf4")
+    assert plain.peak_bytes > card >= qlora.peak_bytes
+    assert plain.breakdown["weights"] > 15 * 1024**3  # bf16 weights alone do not fit
+    assert qlora.breakdown["weights"] < plain.breakdown["weights"] / 2
+    with pytest.raises(GastownFTError) as err:
+        check_budget(plain, card)
+    text = str(err.value)
+    assert 'quantization = "nf4"' in text and "(fits)" in text.split("nf4")[1].splitlines()[0]
+    check_budget(qlora, card)  # no error
+
+
+def test_top_layers_and_checkpointing_lower_the_estimate():
+    full = _gpu_estimate()
+    top = _gpu_estimate(lora_layers=8)
+    ckpt = _gpu_estimate(gradient_checkpointing=True)
+    assert top.breakdown["activations"] == pytest.approx(full.breakdown["activations"] * 8 / 32, rel=1e-6)
+    assert ckpt.breakdown["activations"] < full.breakdown["activations"] / 4
+    assert top.step_seconds < full.step_seconds
