@@ -86,21 +86,21 @@ def _run_and_report(settings, selection: list[str] | None) -> None:
 
 
 # The demo trains the real SmolLM2-135M-Instruct on a 2-core laptop CPU in a few minutes: a fixed
-# number of steps (about one pass over 640 of the ~800 training examples), adapters on the top 15
-# of its 30 layers (the backward pass stops there: ~1.7x faster than all layers), no LoRA dropout
-# (it copies every adapted input: ~1.4x slower), and a learning rate for that short run.
+# number of steps (about one pass over the ~800 training examples), adapters on the top 15 of its 30
+# layers (the backward pass stops there: ~1.7x faster than all layers), no LoRA dropout (it copies
+# every adapted input: ~1.4x slower), and a learning rate for that short run.
 DEMO_TRAINING = TrainingConfig(
     base_model="smollm2-135m-instruct",
-    learning_rate=5e-4,
+    learning_rate=1.5e-3,
     lora_dropout=0.0,
     lora_layers=15,
-    max_steps=80,
+    max_steps=100,
     batch_size=8,
     warmup_ratio=0.05,
-    checkpoint_every=40,
+    checkpoint_every=50,
 )
 # Evaluation sized to the demo's budget: the same suite, fewer held-out and guard sequences.
-DEMO_EVALUATION = EvaluationConfig(heldout_max_per_task=24, guard_docstrings=24)
+DEMO_EVALUATION = EvaluationConfig(heldout_max_per_task=8, guard_docstrings=16)
 
 
 @app.command()

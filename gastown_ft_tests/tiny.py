@@ -32,6 +32,7 @@ def tiny_settings(work, town, **training):
         artifacts=ArtifactsConfig(dir=work / "artifacts"),
         dagster=DagsterConfig(home=work / "dagster"),
         training=TrainingConfig(
+            base_model="embedded",
             embedded=TINY_BASE,
             max_steps=16,
             batch_size=4,

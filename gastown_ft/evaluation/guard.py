@@ -78,12 +78,12 @@ def encode_texts(texts: Sequence[str], tokenizer, max_tokens: int) -> list[dict[
 
 
 def text_perplexity(
-    model, sequences: list[dict[str, list[int]]], pad_id: int, batch_size: int
+    model, sequences: list[dict[str, list[int]]], pad_id: int, batch_size: int, autocast=None
 ) -> dict[str, Any]:
     """Token-weighted loss and perplexity of `model` on the encoded texts."""
     from gastown_ft.training.lora import evaluate_loss
 
-    loss = evaluate_loss(model, sequences, pad_id, batch_size)
+    loss = evaluate_loss(model, sequences, pad_id, batch_size, autocast)
     tokens = sum(len(s["input_ids"]) - 1 for s in sequences)
     if loss is None:
         return {"loss": float("nan"), "perplexity": float("nan"), "tokens": 0, "texts": 0}

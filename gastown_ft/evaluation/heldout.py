@@ -42,13 +42,13 @@ def _ppl(loss: float) -> float:
 
 
 def heldout_losses(
-    model, encoded: dict[str, list[dict[str, list[int]]]], pad_id: int, batch_size: int
+    model, encoded: dict[str, list[dict[str, list[int]]]], pad_id: int, batch_size: int, autocast=None
 ) -> dict[str, Any]:
     """{"overall": {loss, perplexity, tokens, examples}, "tasks": {task: {...}}} (token-weighted)."""
     tasks: dict[str, dict[str, float]] = {}
     total_loss = total_tokens = total_examples = 0
     for task, seqs in encoded.items():
-        loss = evaluate_loss(model, seqs, pad_id, batch_size)
+        loss = evaluate_loss(model, seqs, pad_id, batch_size, autocast)
         if loss is None:
             continue
         tokens = sum(1 for s in seqs for x in s["labels"][1:] if x != IGNORE_INDEX)

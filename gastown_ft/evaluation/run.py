@@ -180,13 +180,22 @@ def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timin
     import torch
 
     tok = loaded.tokenizer
+    # Scoring whole sequences is matrix work: the measured best thread count and bf16 autocast where
+    # the CPU has it pay off there (decoding, below, keeps its own thread rule).
+    from gastown_ft.training.device import detect
+
+    hw = detect("cpu", "auto", None if cfg.threads is None else cfg.threads)
+    decode_threads = torch.get_num_threads()
+    torch.set_num_threads(hw.threads)
     with torch.inference_mode():
         with _timed(timing, "heldout", log):
             encoded = encode_by_task(test_examples, tok, max_seq_len, cfg.heldout_max_per_task)
             heldout = {}
             for variant in VARIANTS:
                 with loaded.variant(variant) as model:
-                    heldout[variant] = heldout_losses(model, encoded, loaded.pad_id, cfg.batch_size)
+                    heldout[variant] = heldout_losses(
+                        model, encoded, loaded.pad_id, cfg.batch_size, hw.autocast
+                    )
             results["heldout"] = heldout
         with _timed(timing, "guard", log):
             texts = guard_mod.stdlib_docstrings(cfg.guard_docstrings)
@@ -194,11 +203,15 @@ def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timin
             g: dict[str, Any] = {"texts": len(seqs), "fingerprint": guard_mod.fingerprint(texts)}
             for variant in VARIANTS:
                 with loaded.variant(variant) as model:
-                    g[variant] = guard_mod.text_perplexity(model, seqs, loaded.pad_id, cfg.batch_size)
+                    g[variant] = guard_mod.text_perplexity(
+                        model, seqs, loaded.pad_id, cfg.batch_size, hw.autocast
+                    )
             base_ppl, tuned_ppl = g["base"]["perplexity"], g["tuned"]["perplexity"]
             g["ratio"] = tuned_ppl / base_ppl if base_ppl else float("nan")
             g["max_ratio"] = cfg.guard_max_ppl_ratio
             results["guard"] = g
+    results["scoring"] = {"threads": hw.threads, "precision": hw.precision}
+    torch.set_num_threads(decode_threads)
     with _timed(timing, "task_suite", log):
         results["task_suite"] = _task_suite(loaded, test_examples, cfg, log)
     if cfg.generalization:

@@ -117,10 +117,56 @@ def _eval_index(model_name: str, corpus: Mapping[str, Any], eval_results: Mappin
     return out or None
 
 
+def preset_record(base_model: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What is known of a preset base model (source "preset"): model, hub_id, license, source package
+    and GGUF; None for any other base.
+
+    From the converted directory's record (`presets.preset_info(path)`) when the path is given and
+    still there, else from the preset table by name; `hub_id` / `license` given in `base_model`
+    itself win."""
+    if base_model.get("source") != "preset":
+        return None
+    from gastown_ft.training.presets import PRESETS, preset_info
+
+    record: dict[str, Any] = {}
+    if base_model.get("path"):
+        record = dict(preset_info(Path(str(base_model["path"]))) or {})
+    if not record.get("hub_id"):
+        name = str(base_model.get("name") or "").strip().lower()
+        known = next((p for p in PRESETS.values() if name in (p.name, p.display.lower())), None)
+        if known is not None:
+            record = {
+                "preset": known.name,
+                "model": known.display,
+                "hub_id": known.hub_id,
+                "license": known.license,
+                "source_package": known.package,
+                "source_gguf": known.gguf,
+                **record,
+            }
+    for key in ("hub_id", "license"):
+        if base_model.get(key):
+            record[key] = base_model[key]
+    return record or None
+
+
+def _hub_base(base_model: Mapping[str, Any]) -> str | None:
+    """The Hub id for the metadata's `base_model` (the Hub accepts only Hub ids there)."""
+    if base_model.get("source") == "hub":
+        return base_model.get("name")
+    return (preset_record(base_model) or {}).get("hub_id")
+
+
 def _base_description(base_model: Mapping[str, Any]) -> str:
     name, source = base_model.get("name"), base_model.get("source")
     if source == "embedded":
         return "the small embedded base model that gastown-ft trains from scratch on the town's own text"
+    if source == "preset":
+        record = preset_record(base_model) or {}
+        model, hub_id = record.get("model") or name, record.get("hub_id")
+        if not hub_id:
+            return f"the preset base model `{model}`" if model else "an unrecorded preset base model"
+        return f"[{model or hub_id}](https://huggingface.co/{hub_id})"
     if source == "hub":
         rev = base_model.get("revision")
         return f"[`{name}`](https://huggingface.co/{name})" + (
@@ -244,6 +290,32 @@ def _evaluation(eval_results: Mapping[str, Any] | None) -> str:
     return ("\n\n".join(head) + "\n\n" if head else "") + eval_table(eval_results)
 
 
+def _base_license(base_model: Mapping[str, Any]) -> str:
+    """A paragraph on where a preset base's weights came from and its license; "" for other bases."""
+    record = preset_record(base_model)
+    if not record:
+        return ""
+    model = record.get("model") or base_model.get("name") or "the base model"
+    parts = []
+    if record.get("source_gguf") and record.get("source_package"):
+        parts.append(
+            f"The base weights are {model} as the `{record['source_package']}` package ships it "
+            f"(`{record['source_gguf']}`), converted offline to a Hugging Face model"
+            + (f" (preset `{record['preset']}`)" if record.get("preset") else "")
+            + "; nothing was downloaded."
+        )
+    if record.get("license"):
+        parts.append(
+            f"{model} is released under the {_license_name(record['license'])} license; this model, "
+            "derived from its weights, is distributed under the same license."
+        )
+    return " ".join(parts) + "\n\n" if parts else ""
+
+
+def _license_name(spdx: str) -> str:
+    return {"apache-2.0": "Apache-2.0", "mit": "MIT"}.get(str(spdx).lower(), str(spdx))
+
+
 def _limitations(base_model: Mapping[str, Any]) -> str:
     items = [
         "It learnt from one Gas Town workspace: its rigs, bead ids, roles and conventions. Elsewhere it "
@@ -261,6 +333,22 @@ def _limitations(base_model: Mapping[str, Any]) -> str:
             "**The base is the tiny embedded model** gastown-ft builds from scratch: it shows the whole "
             "pipeline working end to end, but it is a demonstration, not a useful assistant. Set "
             "`[training] base_model` to a real instruction-tuned model for real use.",
+        )
+    record = preset_record(base_model)
+    if record and record.get("source_gguf"):
+        items.insert(
+            0,
+            f"The base weights come from `{record['source_gguf']}`, a quantized copy of "
+            f"{record.get('model') or 'the base model'}, dequantized: close to, but not exactly, the "
+            "original release weights.",
+        )
+    if record and isinstance(record.get("parameters"), int):
+        items.insert(
+            0,
+            f"{record.get('model') or 'The base model'} is a small model "
+            f"({record['parameters'] / 1e6:.0f}M parameters): it follows short instructions, but its "
+            "general knowledge and reasoning are limited; fine-tuning teaches it the town's commands, "
+            "not more than that.",
         )
     return "".join(f"- {item}\n" for item in items)
 
@@ -294,7 +382,9 @@ def build_model_card(
             raise GastownFTError(f"model card: {what} must be a mapping, got {type(value).__name__}")
     if not model_name or not model_name.strip():
         raise GastownFTError("model card: model_name is empty", hint="set [serve] model_name")
-    hub_base = base_model.get("name") if base_model.get("source") == "hub" else None
+    hub_base = _hub_base(base_model)
+    if license is None:  # a preset's own license carries over to the fine-tuned weights
+        license = (preset_record(base_model) or {}).get("license")
     tags = list(BASE_TAGS) + (["gguf"] if gguf_file else []) + (["ollama"] if gguf_file and modelfile else [])
     extra: dict[str, Any] = {"base_model_relation": "finetune"} if hub_base else {}
     data = ModelCardData(
@@ -315,14 +405,25 @@ def build_model_card(
         "## Training\n\n"
         f"LoRA fine-tuning of {_base_description(base_model)}; the adapter is merged into the base "
         "weights for export. Loss falls only on what the assistant writes (its text, its tool calls "
-        "and the closing `<|im_end|>`).\n\n" + _key_value_table(training_config),
+        "and the closing `<|im_end|>`).\n\n" + _base_license(base_model) + _key_value_table(training_config),
         "## Evaluation\n\n" + _evaluation(eval_results),
         "## Intended use\n\n" + INTENDED_USE,
         "## Limitations\n\n" + _limitations(base_model),
         "## Provenance\n\n"
-        + _key_value_table({"base_model": dict(base_model), **dict(provenance or {})}, ("Item", "Value")),
+        + _key_value_table(
+            {"base_model": _base_provenance(base_model), **dict(provenance or {})}, ("Item", "Value")
+        ),
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(sections))
+
+
+def _base_provenance(base_model: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base_model)
+    record = preset_record(base_model) or {}
+    for key in ("hub_id", "license", "source_package", "source_gguf"):
+        if record.get(key) and key not in out:
+            out[key] = record[key]
+    return out
 
 
 def write_model_card(
@@ -341,8 +442,10 @@ def write_model_card(
 ) -> Path:
     """Write `out_dir/README.md` and return its path.
 
-    base_model: name, source ("embedded" | "local" | "hub"), revision, fingerprint, path (only a Hub
-    model goes into the metadata's `base_model`: the Hub accepts only Hub ids there).
+    base_model: name, source ("embedded" | "preset" | "local" | "hub"), revision, fingerprint, path
+    (only a Hub model, or a preset's Hub id, goes into the metadata's `base_model`: the Hub accepts only
+    Hub ids there). A preset's record (`preset_record`) names it, links it and gives the license when
+    `license` is None.
     corpus: version, splits {split: examples}, tasks {task: examples}, optional scrubbing summary.
     training_config: the [training] settings as saved with the adapter.
     eval_results: metrics {name: {"base": x, "tuned": y}}, split, examples, passed, gate (a one-line

@@ -5,10 +5,16 @@ following llama.cpp's own converter (convert_hf_to_gguf.py, `LlamaModel`):
 
 - `llama.*` hyperparameters (context and embedding length, blocks, heads, RoPE, RMS-norm epsilon);
 - tensors under llama.cpp's names (gguf's own HF-to-GGUF name map), with the q/k projection rows
-  permuted from Hugging Face's rotate-half RoPE layout to llama.cpp's interleaved one;
+  permuted from Hugging Face's rotate-half RoPE layout to llama.cpp's interleaved one; a tied output
+  head (SmolLM2) is written once, as `token_embd`, with no `output` tensor: llama.cpp then computes
+  the logits with the embedding matrix, as its own converter arranges;
 - the tokenizer: every token with its type, the BPE merges, the pre-tokenizer named the way
   llama.cpp names the same split regex, special ids (BOS, EOS, end of turn, pad, unknown), whether
-  BOS is added, and the chat template.
+  BOS is added, and the chat template. The ids come from the tokenizer itself, never assumed: the
+  embedded model's are `<s>`/`</s>`/`<pad>`, SmolLM2's `<|im_start|>` (BOS) and `<|im_end|>` (EOS,
+  end of turn and pad). Whether llama.cpp adds BOS follows the Hugging Face tokenizer: neither of
+  those adds it (the chat template writes the sequence prefix itself), so `add_bos_token` is false
+  and a rendered prompt is never given a second one.
 
 Anything this cannot represent faithfully (another architecture, RoPE scaling, biases, another kind
 of tokenizer) is refused with a GastownFTError that names it, rather than written as a file that
@@ -60,8 +66,10 @@ class GGUFResult:
     sha256: str
     vocab_size: int
     tokenizer_pre: str
+    bos_token_id: int | None
     eos_token_id: int
     eot_token_id: int | None
+    add_bos_token: bool  # whether llama.cpp prepends BOS itself (then a prompt must not start with it)
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -410,8 +418,10 @@ def write_gguf(
         sha256=digest,
         vocab_size=vocab_size,
         tokenizer_pre=vocab.pre,
+        bos_token_id=vocab.bos,
         eos_token_id=vocab.eos,
         eot_token_id=vocab.eot,
+        add_bos_token=vocab.add_bos,
         seconds=time.perf_counter() - started,
     )
 
@@ -444,7 +454,17 @@ def read_gguf_tensors(path: Path | str) -> dict[str, np.ndarray]:
     import gguf
 
     reader = gguf.GGUFReader(str(path))
-    meta = read_gguf_metadata(path)
+    # Only the scalars needed here: reading every field (the token list, the merges) costs seconds.
+    meta = {
+        k: reader.fields[k].contents()
+        for k in (
+            "general.architecture",
+            f"{ARCH}.block_count",
+            f"{ARCH}.attention.head_count",
+            f"{ARCH}.attention.head_count_kv",
+        )
+        if k in reader.fields
+    }
     arch = meta.get("general.architecture")
     if arch != ARCH:
         raise GastownFTError(f"{path} is a GGUF of architecture {arch!r}, not {ARCH!r}")

@@ -57,7 +57,8 @@ class MergeResult:
 
 
 def stop_token_ids(tokenizer) -> list[int]:
-    """The ids that end generation: `<|im_end|>` first (end of turn), then `</s>` and the tokenizer's EOS.
+    """The ids that end generation: `<|im_end|>` first (end of turn), then the tokenizer's EOS, and `</s>`
+    where it is one of the tokenizer's special tokens (the embedded model's; SmolLM2 has none).
 
     GastownFTError when `<|im_end|>` is not one token of this tokenizer: the model could then never
     emit it as one step, and nothing would stop generation at the end of its turn.
@@ -71,8 +72,8 @@ def stop_token_ids(tokenizer) -> list[int]:
             "SmolLM2, Qwen) or add them as special tokens before training",
         )
     ids = [im_end]
-    for candidate in (_single_token_id(tokenizer, EOS), tokenizer.eos_token_id):
-        if candidate is not None and candidate not in ids:
+    for candidate in (tokenizer.eos_token_id, _special_token_id(tokenizer, EOS)):
+        if candidate is not None and int(candidate) not in ids:
             ids.append(int(candidate))
     return ids
 
@@ -82,10 +83,23 @@ def _single_token_id(tokenizer, text: str) -> int | None:
     return int(ids[0]) if len(ids) == 1 else None
 
 
+def _special_token_id(tokenizer, text: str) -> int | None:
+    """The id of `text` when it is one of the tokenizer's special (added) tokens, else None.
+
+    A plain vocabulary entry that happens to spell `</s>` or `<pad>` in a byte-level BPE vocabulary is
+    ordinary text the model may write, never a stop or padding token."""
+    for i, token in tokenizer.added_tokens_decoder.items():
+        if token.content == text and token.special:
+            return int(i)
+    return None
+
+
 def _pad_token_id(tokenizer, eos_ids: list[int]) -> int:
+    """The tokenizer's pad token; else a special `<pad>`; else the last stop id (SmolLM2 pads with
+    `<|im_end|>` itself)."""
     if tokenizer.pad_token_id is not None:
         return int(tokenizer.pad_token_id)
-    pad = _single_token_id(tokenizer, PAD)
+    pad = _special_token_id(tokenizer, PAD)
     return pad if pad is not None else eos_ids[-1]
 
 

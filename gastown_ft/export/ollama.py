@@ -2,9 +2,13 @@
 
 `ollama create gastown-ft -f Modelfile` in the export directory makes the model available to any
 Ollama client. The TEMPLATE reproduces `gastown_ft.training.chat_format` turn for turn: the same
-`<s>`, system block, `# Tools` block, ChatML turns and `<tool_call>` blocks, and the same generation
-prompt, so the model sees at serve time the text it was trained on. A test renders both templates
-for the same conversations and fails on any drift.
+sequence prefix, system block, `# Tools` block, ChatML turns and `<tool_call>` blocks, and the same
+generation prompt, so the model sees at serve time the text it was trained on. A test renders both
+templates for the same conversations and fails on any drift.
+
+The sequence prefix is `chat_format.sequence_prefix(tokenizer)`: `<s>` for the embedded model, nothing
+for SmolLM2 (its BOS is `<|im_start|>`, which the first turn starts with anyway; a second one would be
+a prompt the model never saw). `write_modelfile` reads it, and the stop words, from the GGUF itself.
 
 Two things Ollama does its own way (see the README section "Ollama"):
 - JSON inside the prompt (tool schemas, earlier tool-call arguments) is written by Ollama's `json`
@@ -19,6 +23,7 @@ Two things Ollama does its own way (see the README section "Ollama"):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from gastown_ft.errors import GastownFTError
@@ -26,8 +31,10 @@ from gastown_ft.training.chat_format import BOS, EOS, TURN_END, TURN_START
 
 MODELFILE_NAME = "Modelfile"
 
-# Stop words. <|im_end|> ends every assistant turn in training; </s> in case a base model ends text
-# that way; <|im_start|> stops a model that skips its <|im_end|> before writing a turn it must not.
+# Stop words. <|im_end|> ends every assistant turn in training; <|im_start|> stops a model that skips
+# its <|im_end|> before writing a turn it must not; then the model's own EOS (</s> for the embedded
+# model, in case it ends text that way). These are the embedded model's; `write_modelfile` takes the
+# EOS from the GGUF (SmolLM2's is <|im_end|> itself, and </s> is plain text to it).
 STOP_WORDS = (TURN_END, TURN_START, EOS)
 
 # Ollama's chat template (Go text/template). Newlines below are literal output; the only output
@@ -51,12 +58,49 @@ _TEMPLATE_BODY = (
 )
 
 
-def ollama_template(*, bos: bool = True) -> str:
-    """The TEMPLATE text. `bos`: write `<s>` in the prompt, as the training template does. Leave it on
-    when the GGUF says `tokenizer.ggml.add_bos_token = false` (ours does: our tokenizer adds no
-    special tokens itself); turn it off for a GGUF whose tokenizer adds BOS, or the prompt starts
-    with two."""
-    return (BOS if bos else "") + _TEMPLATE_BODY
+def ollama_template(*, bos: bool = True, prefix: str | None = None) -> str:
+    """The TEMPLATE text.
+
+    prefix: what it writes before the first turn, as the training template does:
+    `chat_format.sequence_prefix(tokenizer)` ("<s>" for the embedded model, "" for SmolLM2), or
+    `gguf_chat_tokens(path)`'s; None: `<s>` (the embedded model's). bos=False: no prefix at all, for
+    a GGUF whose tokenizer adds BOS itself (`tokenizer.ggml.add_bos_token` true; ours say false), or
+    the prompt starts with two."""
+    prefix = (BOS if prefix is None else prefix) if bos else ""
+    if "{{" in prefix or "}}" in prefix:
+        raise GastownFTError(f"the template's sequence prefix {prefix!r} would be read as a template action")
+    return prefix + _TEMPLATE_BODY
+
+
+def gguf_chat_tokens(gguf_path: Path | str) -> tuple[str, tuple[str, ...]] | None:
+    """(sequence prefix, stop words) for the GGUF at `gguf_path`, from its tokenizer metadata; None
+    when the file cannot be read as a GGUF with a token list.
+
+    The prefix is the BOS token's text when llama.cpp does not add BOS itself and BOS is not
+    `<|im_start|>` (exactly `chat_format.sequence_prefix` of the tokenizer the GGUF was written from);
+    otherwise nothing. The stop words are `<|im_end|>`, `<|im_start|>` and the GGUF's EOS token."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(gguf_path))
+        fields = reader.fields
+        tokens = fields["tokenizer.ggml.tokens"]
+
+        def token(key: str) -> str | None:
+            field = fields.get(key)
+            if field is None:
+                return None
+            i = int(field.contents())
+            return bytes(tokens.parts[tokens.data[i]]).decode("utf-8") if 0 <= i < len(tokens.data) else None
+
+        add_bos_field = fields.get("tokenizer.ggml.add_bos_token")
+        add_bos = bool(add_bos_field.contents()) if add_bos_field is not None else False
+        bos, eos = token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
+    except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError):
+        return None
+    prefix = "" if add_bos or not bos or bos == TURN_START else bos
+    stops = (TURN_END, TURN_START) + ((eos,) if eos and eos not in (TURN_END, TURN_START) else ())
+    return prefix, stops
 
 
 def _quoted(value: str, what: str) -> str:
@@ -91,8 +135,11 @@ def render_modelfile(
     num_predict: int | None = 512,
     system: str | None = None,
     bos_in_template: bool = True,
+    prefix: str | None = None,
+    stop_words: Sequence[str] | None = None,
 ) -> str:
-    """The Modelfile text (see `write_modelfile`)."""
+    """The Modelfile text (see `write_modelfile`). prefix: see `ollama_template`; stop_words: default
+    `STOP_WORDS` (the embedded model's)."""
     if not gguf_name or Path(gguf_name).name != gguf_name or any(c in gguf_name for c in "\"'\n\r "):
         raise GastownFTError(
             f"GGUF file name {gguf_name!r} must be a plain file name next to the Modelfile",
@@ -105,11 +152,14 @@ def render_modelfile(
     lines = [
         "# Gas Town fine-tuned model (gastown-ft). In this directory: ollama create gastown-ft -f Modelfile",
         f"FROM ./{gguf_name}",
-        f"TEMPLATE {_quoted(ollama_template(bos=bos_in_template), 'the template')}",
+        f"TEMPLATE {_quoted(ollama_template(bos=bos_in_template, prefix=prefix), 'the template')}",
     ]
     if system:
         lines.append(f"SYSTEM {_quoted(system, 'the system prompt')}")
-    lines += [f'PARAMETER stop "{s}"' for s in STOP_WORDS]
+    for stop in STOP_WORDS if stop_words is None else stop_words:
+        if not stop or any(c in stop for c in '"\\\n\r'):
+            raise GastownFTError(f"stop word {stop!r} cannot be written as a Modelfile PARAMETER")
+        lines.append(f'PARAMETER stop "{stop}"')
     # Greedy and without Ollama's default repeat penalty (1.1): the evaluation measured greedy
     # decoding, agents want the same command for the same prompt, and commands legitimately repeat
     # tokens (`--`, bead ids). Clients can still pass their own options per request.
@@ -132,8 +182,15 @@ def write_modelfile(
     num_predict: int | None = 512,
     system: str | None = None,
     bos_in_template: bool = True,
+    prefix: str | None = None,
+    stop_words: Sequence[str] | None = None,
 ) -> Path:
     """Write `out_dir/Modelfile` for the GGUF `out_dir/gguf_name` and return its path.
+
+    prefix / stop_words: by default read from the GGUF (`gguf_chat_tokens`), so the template starts
+    the way the training template did for that model (`<s>` for the embedded model, nothing for
+    SmolLM2); for a file that is not a readable GGUF, the embedded model's (`<s>`, `STOP_WORDS`).
+    bos_in_template=False writes no prefix whatever the GGUF says.
 
     num_ctx: the context window, normally `context_length(merged_model_dir)` (Ollama's default of
     2048 or 4096 would either waste memory or cut prompts the model can read). num_predict caps a
@@ -145,6 +202,11 @@ def write_modelfile(
             f"no GGUF file at {out_dir / gguf_name}; the Modelfile would point at nothing",
             hint="export the GGUF into this directory first",
         )
+    if prefix is None or stop_words is None:
+        found = gguf_chat_tokens(out_dir / gguf_name)
+        if found is not None:
+            prefix = found[0] if prefix is None else prefix
+            stop_words = found[1] if stop_words is None else stop_words
     text = render_modelfile(
         gguf_name,
         num_ctx=num_ctx,
@@ -152,6 +214,8 @@ def write_modelfile(
         num_predict=num_predict,
         system=system,
         bos_in_template=bos_in_template,
+        prefix=prefix,
+        stop_words=stop_words,
     )
     path = out_dir / MODELFILE_NAME
     path.write_text(text, encoding="utf-8")

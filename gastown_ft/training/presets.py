@@ -27,7 +27,7 @@ from gastown_ft.errors import GastownFTError
 log = logging.getLogger(__name__)
 
 MARKER = "gastown_ft_preset.json"
-CONVERSION_VERSION = 1  # bump when the converted directory's contents change
+CONVERSION_VERSION = 2  # bump when the converted directory's contents change (2: digit pre-tokenizer)
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,7 @@ def convert_preset(preset: Preset, gguf: Path, target: Path, digest: str) -> Non
             quantizer = getattr(model, "hf_quantizer", None)
             if quantizer is not None:
                 quantizer.remove_quantization_config(model)
+            _restore_pre_tokenizer(tok, gguf)
             im_end = tok.convert_tokens_to_ids(TURN_END)
             if im_end is None or im_end == tok.unk_token_id:
                 raise GastownFTError(f"{preset.display}'s tokenizer has no {TURN_END} token")
@@ -202,6 +203,23 @@ def convert_preset(preset: Preset, gguf: Path, target: Path, digest: str) -> Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("converted %s in %.1f s", preset.display, time.perf_counter() - started)
+
+
+def _restore_pre_tokenizer(tok, gguf: Path) -> None:
+    """Put back the pre-tokenizer the GGUF names: transformers' GGUF loader keeps only the byte-level
+    step, but SmolLM ("smollm") splits digits one by one first, as the model was trained."""
+    from gguf import GGUFReader
+    from tokenizers import pre_tokenizers
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.ggml.pre")
+    pre = bytes(field.parts[field.data[0]]).decode("utf-8") if field is not None else ""
+    if pre == "smollm":
+        tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
 
 
 def preset_info(model_dir: Path) -> dict | None:

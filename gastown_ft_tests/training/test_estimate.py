@@ -177,7 +177,7 @@ def test_estimate_is_within_30_percent_of_the_measured_peak_rss(tmp_path):
     tok = make_tokenizer()
     small = save_tiny_model(tmp_path / "small", tok, hidden=64, layers=2)
     medium = save_tiny_model(tmp_path / "medium", tok, hidden=256, layers=4, intermediate=688, vocab=4096)
-    common = dict(max_steps=4, checkpoint_every=100, threads=1, lora_rank=16, lora_alpha=32)
+    common = dict(max_steps=4, checkpoint_every=100, threads=1, lora_rank=16, lora_alpha=32, precision="fp32")
     runs = [
         (
             "small: 0.2M params, seq 256, batch 8",
@@ -266,3 +266,45 @@ def test_top_layers_and_checkpointing_lower_the_estimate():
     assert top.breakdown["activations"] == pytest.approx(full.breakdown["activations"] * 8 / 32, rel=1e-6)
     assert ckpt.breakdown["activations"] < full.breakdown["activations"] / 4
     assert top.step_seconds < full.step_seconds
+
+
+@pytest.mark.training
+@pytest.mark.slow
+def test_smollm2_trains_and_its_estimate_is_within_20_percent(smollm2_dir, tmp_path):
+    """A few bf16 LoRA steps of the real base model in a fresh process: it trains, and the plan's
+    memory estimate is within 20% of the measured peak RSS."""
+    runs = [
+        (
+            "SmolLM2-135M: seq 512, batch 4, all layers",
+            str(smollm2_dir),
+            str(tmp_path / "s"),
+            {
+                "max_steps": 3,
+                "batch_size": 4,
+                "max_seq_len": 512,
+                "checkpoint_every": 100,
+                "threads": 2,
+                "precision": "auto",
+                "memory_budget_mb": 100000,
+                "learning_rate": 1e-3,
+            },
+        )
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", CALIBRATION_SCRIPT, json.dumps(runs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (r,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    ratio = r["estimate"] / r["measured"]
+    print(
+        f"{r['name']}: estimated {r['estimate'] / MB:,.0f} MB, measured {r['measured'] / MB:,.0f} MB (x{ratio:.2f})"
+    )
+    assert 0.8 <= ratio <= 1.2, r
+    assert 130_000_000 < r["n_total"] < 145_000_000
+    assert (tmp_path / "s" / "adapter" / "adapter_model.safetensors").is_file()
