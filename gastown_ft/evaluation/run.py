@@ -75,6 +75,9 @@ def run_patrol_suite(
     return results, summarize_patrol(results)
 
 
+MIN_ANSWER_TOKENS = 64  # a short reference must not cut a tool call the model writes a little longer
+
+
 def _timed(timing: dict[str, float], name: str, log: Log):
     class _T:
         def __enter__(self):
@@ -108,7 +111,9 @@ def _score_cases(loaded: LoadedModel, cases, cfg: EvaluationConfig, log: Log, wh
         case.reference_tokens = ref_tokens
         prompts.append(
             Prompt(
-                case.prompt.messages, case.prompt.tools, min(cfg.max_new_tokens, int(ref_tokens * 1.25) + 8)
+                case.prompt.messages,
+                case.prompt.tools,
+                min(cfg.max_new_tokens, max(MIN_ANSWER_TOKENS, int(ref_tokens * 1.25) + 8)),
             )
         )
     per_case: list[dict[str, Any]] = [
