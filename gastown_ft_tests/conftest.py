@@ -65,4 +65,5 @@ def tiny_trained(tmp_path_factory):
         assert result.success, [e.message for e in result.all_events if e.is_step_failure]
         yield settings, instance, town
 
+
 from gastown_ft_tests.smollm2 import smollm2_dir  # noqa: E402,F401  (session fixture: the real base model)

@@ -215,7 +215,9 @@ def test_create(ledger_rows):
         "-d": 'Payees like `"ACME, Inc"` split into two columns.',
     }
     request = e["messages"][1]["content"]
-    assert "high priority (P1) bug" in request and "`importer`" in request and "`le-epic`" in request
+    # the priority in one of the ways operators say it ("high priority (P1)", "P1", "priority 1", ...)
+    assert re.search(r"\bP1\b|\bpriority 1\b", request) and "bug" in request
+    assert "`importer`" in request and "`le-epic`" in request
     assert 'Payees like `"ACME, Inc"` split into two columns.' in request
     assert "More detail" not in request
     fix = shlex.split(commands(creates["bead:le-fix"])[0])

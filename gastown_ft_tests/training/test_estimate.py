@@ -100,8 +100,10 @@ def test_over_budget_is_refused_with_concrete_suggestions():
     assert "lora_rank = 8, lora_alpha = 16" in text
     assert "all together" in text and "still over" in text
     assert err.value.hint and "memory_budget_mb" in err.value.hint
+    assert "gradient_checkpointing = true" in text
+    assert "nf4" not in text  # QLoRA is suggested on CUDA only
     suggestions = budget_suggestions(e)
-    assert len(suggestions) == 4
+    assert len(suggestions) == 5
     for label, variant in suggestions:
         assert variant.peak_bytes < e.peak_bytes, label
         assert f"about {variant.peak_bytes / MB:,.0f} MB" in text
