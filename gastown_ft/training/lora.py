@@ -965,10 +965,10 @@ def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop
                 break
             # Under data parallelism each process takes its share of every micro-batch (a share left
             # empty by a short last batch runs one row at weight 0, so every process joins the sync).
-            shares = [
-                par.shard(micro_batch(step * ga + j)) or micro_batch(step * ga + j)[:1] for j in range(ga)
-            ]
-            weights = [1.0 if par.shard(micro_batch(step * ga + j)) else 0.0 for j in range(ga)]
+            micro = [micro_batch(step * ga + j) for j in range(ga)]
+            mine = [par.shard(m) for m in micro]
+            shares = [share or m[:1] for share, m in zip(mine, micro, strict=True)]
+            weights = [1.0 if share else 0.0 for share in mine]
             batches = [collate([rows[i] for i in share], pad_id) for share in shares]
             local = sum(
                 w * int((b["labels"][:, 1:] != IGNORE_INDEX).sum())

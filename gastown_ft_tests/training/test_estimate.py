@@ -147,6 +147,21 @@ CALIBRATION_SCRIPT = textwrap.dedent(
 )
 
 
+def _calibrate(runs: list, timeout: int) -> list[dict]:
+    """CALIBRATION_SCRIPT's results for `runs`, trained in one fresh process (its own peak RSS)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", CALIBRATION_SCRIPT, json.dumps(runs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
 def long_chat(i: int, turns: int = 6) -> dict:
     """An agent session of several tool-using turns (about 600 tokens with the test tokenizer)."""
     from gastown_ft.corpus.examples import BASH_TOOL, assistant, make_example, tool_call, tool_result, user
@@ -194,17 +209,7 @@ def test_estimate_is_within_30_percent_of_the_measured_peak_rss(tmp_path):
             {**common, "max_seq_len": 512, "batch_size": 8},
         ),
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", CALIBRATION_SCRIPT, json.dumps(runs)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    results = _calibrate(runs, timeout=300)
     assert len(results) == 2
     for r in results:
         ratio = r["estimate"] / r["measured"]
@@ -292,17 +297,7 @@ def test_smollm2_trains_and_its_estimate_is_within_20_percent(smollm2_dir, tmp_p
             },
         )
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", CALIBRATION_SCRIPT, json.dumps(runs)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (r,) = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    (r,) = _calibrate(runs, timeout=600)
     ratio = r["estimate"] / r["measured"]
     print(
         f"{r['name']}: estimated {r['estimate'] / MB:,.0f} MB, measured {r['measured'] / MB:,.0f} MB (x{ratio:.2f})"
