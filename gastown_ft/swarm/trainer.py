@@ -1,10 +1,12 @@
 """The hivemind backend: the same model, data and loss as `training.lora`, trained by several peers.
 
-Each peer runs micro-batches of its own shuffled order of the train split; `hivemind.Optimizer` (gated
-by the swarm key, see `averagers.py`) sums their samples until the swarm reaches `target_batch_size`,
-then averages the gradients of the LoRA parameters only, takes one AdamW step on every peer and, every
-`average_state_every` steps, averages the LoRA weights too. One such swarm step is one optimizer step
-of the plan, so the swarm takes the plan's steps; the more peers, the sooner.
+The step is `training.lora.StepRunner`, as in a local run; only the optimizer and the choice of rows
+differ. Each peer runs micro-batches of its own shuffled order of the train split;
+`hivemind.Optimizer` (gated by the swarm key, see `averagers.py`) sums their samples until the swarm
+reaches `target_batch_size`, then averages the gradients of the LoRA parameters only, takes one AdamW
+step on every peer and, every `average_state_every` steps, averages the LoRA weights too. One such
+swarm step is one optimizer step of the plan, so the swarm takes the plan's steps; the more peers, the
+sooner.
 
 Peer lifecycle: start the DHT (admitted with the swarm key); the first peer publishes the run manifest,
 a joining one checks its own against it; announce membership; wait at the start barrier; build the
@@ -29,11 +31,10 @@ from gastown_ft.swarm.keys import SwarmKey
 from gastown_ft.swarm.manifest import RunManifest, check_compatible, fetch_manifest, publish_manifest
 from gastown_ft.swarm.members import announce, listed, wait_for_peers
 from gastown_ft.swarm.network import start_dht, visible_maddrs
-from gastown_ft.training.data import IGNORE_INDEX, collate
 from gastown_ft.training.lora import (
-    MAX_GRAD_NORM,
     STATE_FILE,
     LRSchedule,
+    StepRunner,
     TrainingPlan,
     TrainResult,
     atomic_write_json,
@@ -42,7 +43,6 @@ from gastown_ft.training.lora import (
     prepare_model,
     save_adapter,
     seed_everything,
-    token_loss_sum,
 )
 
 
@@ -193,7 +193,6 @@ def train_swarm(
             out_dir,
             opt,
             model,
-            params,
             stats,
             first,
             progress,
@@ -287,7 +286,6 @@ def _train(
     out_dir: Path,
     opt,
     model,
-    params,
     stats: SwarmStats,
     first,
     progress,
@@ -296,8 +294,6 @@ def _train(
     *,
     sync_timeout_s: float,
 ) -> TrainResult:
-    import torch
-
     cfg = plan.cfg
     started = time.perf_counter()
     rows, pad_id = plan.train_sequences, plan.pad_id
@@ -321,7 +317,8 @@ def _train(
             val_loss.append((0, v))
     train_loss: list[float] = []
     epoch_losses: list[float] = []
-    tokens, status = 0, "completed"
+    status = "completed"
+    runner = StepRunner(model, rows, pad_id)
     loop_start = time.perf_counter()
     # A fresh run's peers passed the barrier together; each waits after its first micro-batch until its
     # tracker counts them all, or the first peer gathers the first step's target batch on its own.
@@ -330,17 +327,13 @@ def _train(
         if should_stop is not None and should_stop():
             status = "cancelled"
             break
-        batch = collate([rows[i] for i in next_rows()], pad_id)
-        n_trained = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        loss_sum, _n = token_loss_sum(model, batch)
-        loss = loss_sum / max(1, n_trained)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-        epoch_losses.append(float(loss.detach()))
-        tokens += int(batch["attention_mask"].sum())
-        stats.samples += int(batch["input_ids"].shape[0])
+        # One micro-batch a call: hivemind sums the peers' samples up to the target batch, so each
+        # micro-batch's loss is normalised over its own (weighted) trained tokens.
+        taken = next_rows()
+        epoch_losses.append(runner.run([taken]))
+        stats.samples += len(taken)
         before, t0 = opt.local_epoch, time.perf_counter()
-        opt.step(batch_size=int(batch["input_ids"].shape[0]))
+        opt.step(batch_size=len(taken))
         opt.zero_grad()
         if sync_with:
             _await_tracker(opt, sync_with, sync_timeout_s, should_stop)
@@ -353,18 +346,16 @@ def _train(
             train_loss.append(sum(epoch_losses) / len(epoch_losses))
             epoch_losses.clear()
             if progress is not None:
-                elapsed = time.perf_counter() - loop_start
-                done = max(1, opt.local_epoch - (stats.loaded_state_at_step or 0))
                 progress(
-                    {
-                        "step": opt.local_epoch,
-                        "total_steps": plan.total_steps,
-                        "loss": train_loss[-1],
-                        "lr": opt.state_averager.optimizer.param_groups[0]["lr"],
-                        "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
-                        "eta_s": (plan.total_steps - opt.local_epoch) * elapsed / done,
-                        "peers": opt.tracker.global_progress.num_peers,
-                    }
+                    runner.progress(
+                        opt.local_epoch,
+                        plan.total_steps,
+                        train_loss[-1],
+                        opt.state_averager.optimizer.param_groups[0]["lr"],
+                        time.perf_counter() - loop_start,
+                        opt.local_epoch - (stats.loaded_state_at_step or 0),
+                        peers=opt.tracker.global_progress.num_peers,
+                    )
                 )
     # Apply a state averaging still running in the background, so the saved weights are the swarm's.
     opt.state_averager.step(wait_for_delayed_updates=True)
@@ -389,7 +380,7 @@ def _train(
         total_steps=plan.total_steps,
         train_loss=train_loss,
         val_loss=val_loss,
-        tokens_per_s=tokens / loop_seconds if tokens and loop_seconds > 0 else 0.0,
+        tokens_per_s=runner.tokens / loop_seconds if runner.tokens and loop_seconds > 0 else 0.0,
         peak_rss_bytes=peak_rss_bytes(),
         estimated_peak_bytes=plan.estimate.peak_bytes,
         estimated_tokens_per_s=plan.estimate.tokens_per_s,

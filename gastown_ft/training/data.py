@@ -26,11 +26,22 @@ carries `position_ids` that restart at 0 for every example: given position ids a
 transformers' masking utilities detect the packed format and build a block-diagonal causal mask, so
 examples in one row do not attend to each other (for the sdpa and eager attention implementations).
 A model without that support would see cross-example attention; the loss mask stays exact either way.
+
+Chaining (`chain_conversations`, `[training] chain_examples`) joins examples that share a system
+prompt, tools and weight into one multi-turn conversation, so the long shared prefix is paid once.
+
+Example weights. A corpus example carries a `weight` (3.0 for the rare critical formulas, the config's
+task weights, ...; 1.0 when absent or null). Each encoded sequence keeps it as `weight`, a packed row
+spreads it over its tokens as `loss_weights` (its examples may differ), and `collate` gives every
+position its weight. The training loss counts an example of weight w like w copies of it
+(`trained_weight` is the step's denominator); evaluation ignores the weights.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +78,17 @@ def _runs(example: dict[str, Any], tokenizer) -> list[tuple[str, bool]]:
     return runs
 
 
+def example_weight(example: dict[str, Any]) -> float:
+    """The example's training weight: its `weight` column, 1.0 when absent or null."""
+    w = example.get("weight")
+    if w is None:
+        return 1.0
+    w = float(w)
+    if not math.isfinite(w) or w < 0:
+        raise ValueError(f"example {example.get('example_id')!r} has weight {w}: it must be finite and >= 0")
+    return w
+
+
 def _encode_untruncated(example: dict[str, Any], tokenizer) -> tuple[list[int], list[int]]:
     runs = _runs(example, tokenizer)
     if not runs:
@@ -80,17 +102,116 @@ def _encode_untruncated(example: dict[str, Any], tokenizer) -> tuple[list[int], 
     return input_ids, labels
 
 
-def _truncate(input_ids: list[int], labels: list[int], max_seq_len: int) -> dict[str, list[int]] | None:
+def _truncate(
+    input_ids: list[int], labels: list[int], max_seq_len: int, weight: float
+) -> dict[str, Any] | None:
     input_ids, labels = input_ids[:max_seq_len], labels[:max_seq_len]
     if all(x == IGNORE_INDEX for x in labels):
         return None
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": [1] * len(input_ids)}
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": [1] * len(input_ids),
+        "weight": weight,
+    }
 
 
-def encode_example(example: dict[str, Any], tokenizer, max_seq_len: int) -> dict[str, list[int]] | None:
-    """input_ids, labels (-100 where not trained) and attention_mask of one example, cut to
+def _chain_key(example: dict[str, Any]) -> str | None:
+    """What chained examples must share: the system prompt and the weight (tools: see `_tools_key`)."""
+    msgs = example.get("messages") or []
+    if not msgs or msgs[0].get("role") != "system":
+        return None
+    return json.dumps([msgs[0].get("content"), example_weight(example)], sort_keys=True)
+
+
+def _tools_key(example: dict[str, Any]) -> str | None:
+    tools = example.get("tools") or None
+    return json.dumps(tools, sort_keys=True) if tools else None
+
+
+def _prefix_tokens(example: dict[str, Any], tokenizer) -> int:
+    """Tokens of the example's sequence prefix, system prompt and tools (what a chained turn saves)."""
+    head = {"messages": example["messages"][:1], "tools": example.get("tools")}
+    text = "".join(t for t, _ in _runs(head, tokenizer))
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+
+def chain_conversations(
+    examples: Sequence[dict[str, Any]], tokenizer, max_seq_len: int, max_examples: int
+) -> list[dict[str, Any]]:
+    """Examples that share a system prompt, tools and weight, chained into multi-turn conversations of
+    at most `max_examples` requests and `max_seq_len` tokens; the rest as they are.
+
+    Why: in a command example the system prompt and the tool schema are ~190 of ~280 tokens, and every
+    example pays for them again. Chained, a conversation pays once, so an epoch costs about half the
+    compute, and the model sees several requests in one session, as an operator's session has them.
+    Every assistant turn stays trained; the first request of each chain is still a one-turn prompt, like
+    the evaluation's. An example without tools may join a chain that offers them (an agent with a Bash
+    tool still answers questions in words); two different tool sets never share a chain. Chains are formed in a fixed pseudo-random order (a hash of each example's id),
+    so neighbours are unrelated requests and the result is deterministic."""
+    if max_examples <= 1:
+        return list(examples)
+    out: list[dict[str, Any]] = []
+    groups: dict[str, list[tuple[str, dict[str, Any], int]]] = {}
+    prefix: dict[tuple[str, str | None], int] = {}  # (key, tools) -> prefix tokens
+    for raw in examples:
+        ex = _example(raw)
+        key = _chain_key(ex)
+        if key is None:
+            out.append(ex)
+            continue
+        order = hashlib.sha256(str(ex.get("example_id") or json.dumps(ex["messages"])).encode()).hexdigest()
+        groups.setdefault(key, []).append((order, ex, len(_encode_untruncated(ex, tokenizer)[0])))
+        for tk in {_tools_key(ex), None}:
+            if (key, tk) not in prefix:
+                head = {"messages": ex["messages"][:1], "tools": json.loads(tk) if tk else None}
+                prefix[(key, tk)] = _prefix_tokens(head, tokenizer)
+    for key in sorted(groups):
+        members = sorted(groups[key], key=lambda m: m[0])
+        chain: list[dict[str, Any]] = []
+        tools: str | None = None
+        size = 0
+        for _order, ex, n in members:
+            own = _tools_key(ex)
+            # A member's own prefix is dropped; a tool-less chain joined by a tool user gains the schema.
+            extra = n - prefix[(key, own)]
+            gain = prefix[(key, own)] - prefix[(key, None)] if own is not None and tools is None else 0
+            clash = own is not None and tools is not None and own != tools
+            if chain and (len(chain) >= max_examples or size + extra + gain > max_seq_len or clash):
+                out.append(_chained(chain, tools))
+                chain, size, tools = [], 0, None
+            if not chain:
+                chain, size, tools = [ex], n, own
+            else:
+                chain.append(ex)
+                size += extra + gain
+                tools = tools or own
+        if chain:
+            out.append(_chained(chain, tools))
+    return out
+
+
+def _chained(chain: list[dict[str, Any]], tools: str | None) -> dict[str, Any]:
+    if len(chain) == 1:
+        return chain[0]
+    first = chain[0]
+    messages = list(first["messages"])
+    for ex in chain[1:]:
+        messages += ex["messages"][1:]
+    return {
+        **first,
+        "tools": json.loads(tools) if tools else None,
+        "messages": messages,
+        "example_id": "+".join(str(ex.get("example_id")) for ex in chain),
+        "task": "+".join(sorted({str(ex.get("task")) for ex in chain})),
+        "chained": len(chain),
+    }
+
+
+def encode_example(example: dict[str, Any], tokenizer, max_seq_len: int) -> dict[str, Any] | None:
+    """input_ids, labels (-100 where not trained), attention_mask and the example's weight, cut to
     `max_seq_len` at the end; None when no trained token is left (the example is dropped)."""
-    return _truncate(*_encode_untruncated(example, tokenizer), max_seq_len)
+    return _truncate(*_encode_untruncated(example, tokenizer), max_seq_len, example_weight(example))
 
 
 def full_text_ids(example: dict[str, Any], tokenizer) -> list[int]:
@@ -128,7 +249,7 @@ def encode_examples(
     for example in examples:
         stats.examples += 1
         input_ids, labels = _encode_untruncated(example, tokenizer)
-        enc = _truncate(input_ids, labels, max_seq_len)
+        enc = _truncate(input_ids, labels, max_seq_len, example_weight(example))
         if enc is None:
             stats.dropped += 1
             continue
@@ -146,8 +267,9 @@ def encode_examples(
 
 def pack(sequences: Sequence[dict[str, list[int]]], max_seq_len: int) -> list[dict[str, list[int]]]:
     """Pack encoded sequences into rows of at most `max_seq_len` tokens (first fit, longest first;
-    deterministic for a given input order). Each row has input_ids, labels, attention_mask and
-    position_ids restarting at 0 for every example (see the module docstring on attention)."""
+    deterministic for a given input order). Each row has input_ids, labels, attention_mask,
+    position_ids restarting at 0 for every example (see the module docstring on attention) and
+    loss_weights, each example's weight on each of its tokens."""
     order = sorted(range(len(sequences)), key=lambda i: (-len(sequences[i]["input_ids"]), i))
     rows: list[list[int]] = []
     free: list[int] = []
@@ -165,13 +287,20 @@ def pack(sequences: Sequence[dict[str, list[int]]], max_seq_len: int) -> list[di
             free.append(max_seq_len - n)
     packed = []
     for members in rows:
-        row: dict[str, list[int]] = {"input_ids": [], "labels": [], "attention_mask": [], "position_ids": []}
+        row: dict[str, list] = {
+            "input_ids": [],
+            "labels": [],
+            "attention_mask": [],
+            "position_ids": [],
+            "loss_weights": [],
+        }
         for i in members:
             seq = sequences[i]
             row["input_ids"] += seq["input_ids"]
             row["labels"] += seq["labels"]
             row["attention_mask"] += [1] * len(seq["input_ids"])
             row["position_ids"] += list(range(len(seq["input_ids"])))
+            row["loss_weights"] += token_weights(seq)
         packed.append(row)
     return packed
 
@@ -206,14 +335,22 @@ def grouped_order(lengths: Sequence[int], epoch: int, seed: int, batch_size: int
     return [i for b in shuffled for i in batches[b]]
 
 
-def collate(batch: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
-    """Right-padded tensors: input_ids (pad_id), labels (-100), attention_mask (0) and position_ids
-    (packed rows keep theirs; padding continues the last count). `packed` says whether any row holds
-    several examples (then pass position_ids and no attention mask to the model)."""
+def token_weights(row: dict[str, Any]) -> list[float]:
+    """The loss weight of each token of an encoded sequence or packed row (1.0 when it has none)."""
+    if "loss_weights" in row:
+        return list(row["loss_weights"])
+    return [float(row.get("weight", 1.0))] * len(row["input_ids"])
+
+
+def collate(batch: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Right-padded tensors: input_ids (pad_id), labels (-100), attention_mask (0), position_ids
+    (packed rows keep theirs; padding continues the last count) and loss_weights (float32, 0 on the
+    padding). `packed` says whether any row holds several examples (then pass position_ids and no
+    attention mask to the model)."""
     import torch
 
     width = max(len(s["input_ids"]) for s in batch)
-    ids, labels, mask, pos = [], [], [], []
+    ids, labels, mask, pos, weights = [], [], [], [], []
     packed = False
     for s in batch:
         n = len(s["input_ids"])
@@ -225,18 +362,32 @@ def collate(batch: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any
         packed = packed or any(b != a + 1 for a, b in zip(p, p[1:], strict=False))
         start = p[-1] + 1 if p else 0
         pos.append(p + list(range(start, start + pad)))
+        weights.append(token_weights(s) + [0.0] * pad)
     return {
         "input_ids": torch.tensor(ids, dtype=torch.long),
         "labels": torch.tensor(labels, dtype=torch.long),
         "attention_mask": torch.tensor(mask, dtype=torch.long),
         "position_ids": torch.tensor(pos, dtype=torch.long),
+        "loss_weights": torch.tensor(weights, dtype=torch.float32),
         "packed": packed,
     }
 
 
-def sequences_fingerprint(sequences: Sequence[dict[str, list[int]]]) -> str:
-    """sha256 over the ids and labels of the sequences, in order."""
+def trained_weight(batch: dict[str, Any]) -> float:
+    """The summed loss weight of the positions a collated batch trains (each position predicts the next
+    token; with every weight 1, the count of trained tokens): the denominator of the step's loss."""
+    trained = batch["labels"][:, 1:] != IGNORE_INDEX
+    # float64, so the count is exact and the same whichever way a step is split into shares
+    return float(batch["loss_weights"][:, 1:].double()[trained].sum())
+
+
+def sequences_fingerprint(sequences: Sequence[dict[str, Any]]) -> str:
+    """sha256 over the ids, labels and weights of the sequences, in order. Weights of 1 are left out,
+    so an unweighted corpus keeps the fingerprint it had before weights were read."""
     h = hashlib.sha256()
     for s in sequences:
         h.update(repr((s["input_ids"], s["labels"], s.get("position_ids"))).encode())
+        weights = token_weights(s)
+        if any(w != 1.0 for w in weights):
+            h.update(repr(weights).encode())
     return h.hexdigest()

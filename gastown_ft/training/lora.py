@@ -5,11 +5,15 @@ model: no weights are loaded), builds the LoRA settings and estimates peak memor
 `TrainingPlan.describe()` is what `gastown-ft train --dry-run` prints.
 
 `train_lora` is a plain PyTorch loop (faster than the HF Trainer's bookkeeping for models this small,
-and fully under our control for exact resumption):
+and fully under our control for exact resumption). One step's work is `StepRunner`, which the
+data-parallel processes (torchrun, `training/parallel.py`) and the hivemind peers (`swarm/trainer.py`)
+share; they differ only in their optimizer and in how they pick the rows of a step:
 
-- the batches: micro-batch m of the run is batch m % B of epoch m // B (B batches an epoch) in
-  `epoch_order(n, epoch, seed)`; an optimizer step takes `grad_accum` consecutive micro-batches, and
-  its loss is the mean over all trained tokens of those micro-batches (not a mean of means);
+- the batches (`StepBatches`): micro-batch m of the run is batch m % B of epoch m // B (B batches an
+  epoch) in `epoch_order(n, epoch, seed)`; an optimizer step takes `grad_accum` consecutive
+  micro-batches, and its loss is the mean over all trained tokens of those micro-batches (not a mean
+  of means), each token weighted by its example's `weight` (see `training/data.py`; validation is
+  unweighted);
 - AdamW (no weight decay) on the adapter, gradients clipped to norm 1.0, learning rate warmup then
   cosine / linear / constant (LambdaLR);
 - a checkpoint every `checkpoint_every` optimizer steps and at the last step, in
@@ -56,6 +60,7 @@ from gastown_ft.errors import GastownFTError
 from gastown_ft.training.data import (
     IGNORE_INDEX,
     EncodeStats,
+    chain_conversations,
     collate,
     encode_examples,
     epoch_order,
@@ -63,6 +68,7 @@ from gastown_ft.training.data import (
     pack,
     piecewise_matches_full_text,
     sequences_fingerprint,
+    trained_weight,
 )
 from gastown_ft.training.device import Hardware, detect
 from gastown_ft.training.estimate import (
@@ -75,7 +81,7 @@ from gastown_ft.training.estimate import (
     gpu_matmul_flops_cached,
     matmul_flops_cached,
 )
-from gastown_ft.training.parallel import from_environment, wrap
+from gastown_ft.training.parallel import DataParallel, from_environment, wrap
 
 MB = 1024 * 1024
 GPU_RESERVE_BYTES = 1024 * MB  # the CUDA context and the caching allocator's slack
@@ -113,6 +119,7 @@ class TrainingPlan:
     budget_source: str
     tokenization_checked: int = 0
     tokenization_mismatches: int = 0
+    chained_from: int = 0  # corpus examples before chain_examples joined them into conversations
     fingerprint: str = ""
     hardware: Hardware | None = field(default=None, repr=False)
 
@@ -155,6 +162,10 @@ class TrainingPlan:
     def describe(self) -> str:
         cfg, ts, vs, est = self.cfg, self.train_stats, self.val_stats, self.estimate
         rows_note = f", packed into {len(self.train_sequences):,} rows" if cfg.packing else ""
+        if cfg.chain_examples > 1 and self.chained_from != ts.examples:
+            rows_note += (
+                f" (chained from {self.chained_from:,} examples, up to {cfg.chain_examples} a conversation)"
+            )
         lines = [
             f"base model      {self.base_model_dir}",
             f"train corpus    {ts.tokens:,} tokens ({ts.trained_tokens:,} trained) in {ts.kept:,} examples"
@@ -324,6 +335,9 @@ def plan_training(
     model_config = _load_config(base_model_dir)
     tokenizer = _load_tokenizer(base_model_dir)
     train_examples, val_examples = list(train_examples), list(val_examples)
+    n_examples = len(train_examples)
+    if cfg.chain_examples > 1:
+        train_examples = chain_conversations(train_examples, tokenizer, cfg.max_seq_len, cfg.chain_examples)
     train_seqs, train_stats = encode_examples(train_examples, tokenizer, cfg.max_seq_len)
     val_seqs, val_stats = encode_examples(val_examples, tokenizer, cfg.max_seq_len)
     if not train_seqs:
@@ -393,6 +407,7 @@ def plan_training(
         budget_bytes=int(budget),
         budget_source=source,
         tokenization_checked=len(sample),
+        chained_from=n_examples,
         tokenization_mismatches=mismatches,
         fingerprint=fingerprint,
         hardware=hw,
@@ -714,10 +729,14 @@ class _StopRequests:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def token_loss_sum(model, batch: dict[str, Any], autocast: Callable[[], Any] | None = None):
+def token_loss_sum(
+    model, batch: dict[str, Any], autocast: Callable[[], Any] | None = None, *, weighted: bool = False
+):
     """Sum of next-token cross-entropy over the labelled positions, and their count.
 
-    `autocast` is the hardware's autocast (Hardware.autocast); the batch moves to the model's device."""
+    `weighted` (training): each position's loss times its example's weight (the batch's loss_weights),
+    and the count is the summed weight (`trained_weight`); evaluation leaves it off. `autocast` is the
+    hardware's autocast (Hardware.autocast); the batch moves to the model's device."""
     import torch.nn.functional as F
 
     device = next(model.parameters()).device
@@ -725,11 +744,16 @@ def token_loss_sum(model, batch: dict[str, Any], autocast: Callable[[], Any] | N
     kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False}
     if batch["packed"]:
         kwargs["position_ids"] = batch["position_ids"].to(device)
+    weights = batch.get("loss_weights") if weighted else None
+    if weights is not None:
+        trained = batch["labels"][:, 1:] != IGNORE_INDEX
+        if bool((weights[:, 1:][trained] == 1.0).all()):
+            weights = None  # every trained weight 1: the plain sum, bit for bit the unweighted loss
     with autocast() if autocast is not None else nullcontext():
-        return _loss_sum(model, kwargs, labels, F)
+        return _loss_sum(model, kwargs, labels, F, None if weights is None else weights.to(device))
 
 
-def _loss_sum(model, kwargs: dict[str, Any], labels, F):
+def _loss_sum(model, kwargs: dict[str, Any], labels, F, weights=None):
     target = labels[:, 1:]
     selected = target != IGNORE_INDEX
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -744,8 +768,13 @@ def _loss_sum(model, kwargs: dict[str, Any], labels, F):
         logits = head(hidden[:, :-1][selected])
     else:
         logits = model(**kwargs).logits[:, :-1][selected]
-    loss = F.cross_entropy(logits.float(), target[selected], reduction="sum")
-    return loss, int(selected.sum())
+    if weights is None:
+        loss = F.cross_entropy(logits.float(), target[selected], reduction="sum")
+        return loss, int(selected.sum())
+    # the weight of the token predicted (position t predicts t + 1), as for the labels
+    w = weights[:, 1:][selected]
+    loss = (F.cross_entropy(logits.float(), target[selected], reduction="none") * w).sum()
+    return loss, float(w.double().sum())
 
 
 def evaluate_loss(
@@ -828,7 +857,8 @@ def prepare_model(plan: TrainingPlan, hw: Hardware | None = None):
 
 
 def _loss_module(model, autocast):
-    """token_loss_sum as a module call, so DistributedDataParallel can wrap it."""
+    """The training loss (token_loss_sum, weighted) as a module call, so DistributedDataParallel can
+    wrap it."""
     import torch
 
     class LossOf(torch.nn.Module):
@@ -837,9 +867,118 @@ def _loss_module(model, autocast):
             self.model = model
 
         def forward(self, batch):
-            return token_loss_sum(self.model, batch, autocast)
+            return token_loss_sum(self.model, batch, autocast, weighted=True)
 
     return LossOf()
+
+
+# --- one training step, the same for every backend -----------------------------------------------
+
+
+class StepBatches:
+    """The rows of each optimizer step of a local or data-parallel run: micro-batch m of the run is
+    batch m % B of epoch m // B in `batch_order` (B batches an epoch), and step s takes the grad_accum
+    micro-batches from s * grad_accum on. It depends only on s, so a resumed run takes the same ones."""
+
+    def __init__(self, rows: list[dict[str, Any]], cfg: TrainingConfig, batches_per_epoch: int) -> None:
+        self.rows, self.cfg, self.per_epoch = rows, cfg, batches_per_epoch
+        self._orders: dict[int, list[int]] = {}
+
+    def micro_batch(self, m: int) -> list[int]:
+        epoch, pos = divmod(m, self.per_epoch)
+        if epoch not in self._orders:
+            self._orders.clear()  # steps go forward: one epoch's order is enough
+            self._orders[epoch] = batch_order(self.rows, epoch, self.cfg)
+        return self._orders[epoch][pos * self.cfg.batch_size : (pos + 1) * self.cfg.batch_size]
+
+    def __call__(self, step: int) -> list[list[int]]:
+        """Row indices of the micro-batches of optimizer step `step` (0-based)."""
+        ga = self.cfg.grad_accum
+        return [self.micro_batch(step * ga + j) for j in range(ga)]
+
+    def epoch(self, steps_done: int) -> float:
+        """Epochs done after `steps_done` steps (fractional), for the progress events."""
+        return steps_done * self.cfg.grad_accum / self.per_epoch
+
+    def position(self, steps_done: int) -> dict[str, int]:
+        """Where the next step starts: its epoch and batch in that epoch (a checkpoint records it)."""
+        epoch, pos = divmod(steps_done * self.cfg.grad_accum, self.per_epoch)
+        return {"epoch": epoch, "batch_in_epoch": pos}
+
+
+class StepRunner:
+    """The work of one optimizer step, shared by the local, data-parallel and hivemind trainers:
+    collate the step's micro-batches, forward and backward with the loss normalised over all of the
+    step's trained tokens, weighted by their examples' weights (not a mean of means), and clip the
+    gradients. The caller's optimizer then takes the update (AdamW, or hivemind's in a swarm).
+
+    The step's loss is sum_i w_i * (token losses of example i) / sum_i w_i * (trained tokens of i), so
+    an example of weight 3 counts like three copies of it, and all weights 1 give the plain mean.
+
+    Under data parallelism (`par.world > 1`) the loss runs under DDP, each process takes its share of
+    every micro-batch, and the denominator is summed over the processes, so the averaged gradient is the
+    single-process one."""
+
+    def __init__(
+        self,
+        model,
+        rows: list[dict[str, Any]],
+        pad_id: int,
+        *,
+        hw: Hardware | None = None,
+        par: DataParallel | None = None,
+    ) -> None:
+        self.rows, self.pad_id = rows, pad_id
+        self.par = par or DataParallel()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self._loss = _loss_module(model, hw.autocast if hw is not None else None)
+        if self.par.world > 1:
+            device, kind = (hw.device, hw.kind) if hw is not None else ("cpu", "cpu")
+            self._loss = wrap(self._loss, device, kind)
+        self.tokens = 0  # non-pad tokens this process trained on (for tokens/s)
+
+    def run(self, micro: list[list[int]]) -> float:
+        """Forward and backward over the micro-batches (row indices) of one step, then clip the
+        gradients; the step's loss (summed over the processes). Gradients accumulate on those already
+        there: the caller zeroes them after its update."""
+        import torch
+
+        par = self.par
+        # Each process takes its share of every micro-batch; a share left empty by a short last batch
+        # runs one row at weight 0, so every process joins the gradient sync.
+        mine = [par.shard(m) for m in micro]
+        shares = [share or m[:1] for share, m in zip(mine, micro, strict=True)]
+        present = [1.0 if share else 0.0 for share in mine]
+        batches = [collate([self.rows[i] for i in share], self.pad_id) for share in shares]
+        total = par.all_sum(sum(p * trained_weight(b) for b, p in zip(batches, present, strict=True)))
+        total = total if total > 0 else 1.0  # nothing trained (all weights 0): no gradient, no NaN
+        step_loss = 0.0
+        for b, p in zip(batches, present, strict=True):
+            loss, _n = self._loss(b)
+            loss = loss / total
+            if p != 1.0:
+                loss = loss * p
+            # DDP averages the processes' gradients; scaled by the world size, they add up instead
+            (loss * par.world).backward()
+            step_loss += float(loss.detach())
+            self.tokens += int(p * b["attention_mask"].sum())
+        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        return par.all_sum(step_loss)
+
+    def progress(
+        self, step: int, total_steps: int, loss: float, lr: float, elapsed: float, steps_timed: int, **extra
+    ) -> dict[str, Any]:
+        """The progress callback's event after optimizer step `step`: the ETA from the pace of the
+        `steps_timed` steps this session took in `elapsed` seconds; `extra` adds backend keys."""
+        return {
+            "step": step,
+            "total_steps": total_steps,
+            "loss": loss,
+            "lr": lr,
+            "tokens_per_s": self.tokens / elapsed if elapsed > 0 else 0.0,
+            "eta_s": (total_steps - step) * elapsed / max(1, steps_timed),
+            **extra,
+        }
 
 
 def train_lora(
@@ -884,10 +1023,10 @@ def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop
     par = from_environment(hw.kind)
     model = prepare_model(plan, hw)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    loss_of = _loss_module(model, hw.autocast)
-    runner = wrap(loss_of, hw.device, hw.kind) if par.world > 1 else loss_of
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    rows, pad_id = plan.train_sequences, plan.pad_id
+    runner = StepRunner(model, rows, pad_id, hw=hw, par=par)
+    batches = StepBatches(rows, cfg, plan.batches_per_epoch)
+    optimizer = torch.optim.AdamW(runner.params, lr=cfg.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, LRSchedule(plan.total_steps, plan.warmup_steps, cfg.lr_schedule)
     )
@@ -912,30 +1051,15 @@ def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop
         val_loss = [(int(s), float(v)) for s, v in state["val_loss"]]
         due = step % cfg.checkpoint_every == 0 or step == plan.total_steps
         if due and not (val_loss and val_loss[-1][0] == step):  # cut off while evaluating
-            v = evaluate_loss(model, plan.val_sequences, plan.pad_id, cfg.batch_size, hw.autocast)
+            v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size, hw.autocast)
             if v is not None:
                 val_loss.append((step, v))
 
     elif plan.val_sequences:
         # The baseline: validation loss of the untouched base model, so the curve shows the drop.
-        v = evaluate_loss(model, plan.val_sequences, plan.pad_id, cfg.batch_size, hw.autocast)
+        v = evaluate_loss(model, plan.val_sequences, pad_id, cfg.batch_size, hw.autocast)
         if v is not None:
             val_loss.append((0, v))
-
-    rows, pad_id = plan.train_sequences, plan.pad_id
-    per_epoch, ga = plan.batches_per_epoch, cfg.grad_accum
-    orders: dict[int, list[int]] = {}
-
-    def micro_batch(m: int) -> list[int]:
-        epoch, pos = divmod(m, per_epoch)
-        if epoch not in orders:
-            orders.clear()
-            orders[epoch] = batch_order(rows, epoch, cfg)
-        return orders[epoch][pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
-
-    def position(s: int) -> dict[str, int]:
-        epoch, pos = divmod(s * ga, per_epoch)
-        return {"epoch": epoch, "batch_in_epoch": pos}
 
     rng_snapshot = _rng_snapshot()
 
@@ -946,7 +1070,7 @@ def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop
                 val_loss.append((s, v))
         state = {
             "step": s,
-            **position(s),
+            **batches.position(s),
             "total_steps": plan.total_steps,
             "train_loss": train_loss,
             "val_loss": [list(x) for x in val_loss],
@@ -954,7 +1078,7 @@ def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop
         }
         return _save_checkpoint(ckpt_root, s, model, optimizer, scheduler, rng_snapshot, state)
 
-    session_tokens, session_steps = 0, 0
+    session_steps = 0
     loop_start = time.perf_counter()
     status = "completed"
     updating = False
@@ -963,31 +1087,8 @@ def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop
             if par.any(stops.requested or (should_stop is not None and should_stop())):
                 status = "cancelled"
                 break
-            # Under data parallelism each process takes its share of every micro-batch (a share left
-            # empty by a short last batch runs one row at weight 0, so every process joins the sync).
-            micro = [micro_batch(step * ga + j) for j in range(ga)]
-            mine = [par.shard(m) for m in micro]
-            shares = [share or m[:1] for share, m in zip(mine, micro, strict=True)]
-            weights = [1.0 if share else 0.0 for share in mine]
-            batches = [collate([rows[i] for i in share], pad_id) for share in shares]
-            local = sum(
-                w * int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
-                for b, w in zip(batches, weights, strict=True)
-            )
-            n_trained = par.all_sum(local)
-            step_loss = 0.0
-            for b, w in zip(batches, weights, strict=True):
-                loss, _n = runner(b)
-                loss = loss / max(1.0, n_trained)
-                if w != 1.0:
-                    loss = loss * w
-                # DDP averages the processes' gradients; scaled by the world size, they add up instead
-                (loss * par.world).backward()
-                step_loss += float(loss.detach())
-                session_tokens += int(w * b["attention_mask"].sum())
-            step_loss = par.all_sum(step_loss)
+            step_loss = runner.run(batches(step))
             updating = True
-            torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
@@ -1003,17 +1104,8 @@ def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop
                     last_ckpt = checkpoint(step, evaluate=True)
                 par.barrier()
             if progress is not None and par.main:
-                progress(
-                    {
-                        "step": step,
-                        "total_steps": plan.total_steps,
-                        "epoch": step * ga / per_epoch,
-                        "loss": step_loss,
-                        "lr": lr,
-                        "tokens_per_s": session_tokens / elapsed if elapsed > 0 else 0.0,
-                        "eta_s": (plan.total_steps - step) * elapsed / session_steps,
-                    }
-                )
+                event = runner.progress(step, plan.total_steps, step_loss, lr, elapsed, session_steps)
+                progress({**event, "epoch": batches.epoch(step)})
     except KeyboardInterrupt:
         status = "cancelled"
         if updating:  # the update was cut halfway: keep the last good checkpoint
@@ -1032,7 +1124,7 @@ def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop
                 val_loss.append((step, v))
         adapter_dir = save_adapter(model, out_dir)
     par.barrier()
-    session_tokens = int(par.all_sum(session_tokens))
+    session_tokens = int(par.all_sum(runner.tokens))
 
     loop_seconds = time.perf_counter() - loop_start
     result = TrainResult(

@@ -36,7 +36,8 @@ def _machine(root, settings, *, key_file, trim_train: int = 0):
     if trim_train:
         train = root / "artifacts" / "corpus/splits/data/train.parquet"
         table = pq.read_table(train)
-        pq.write_table(table.slice(0, table.num_rows - trim_train), train)
+        # The first rows: the last ones may be long sessions that max_seq_len drops anyway.
+        pq.write_table(table.slice(trim_train), train)
     cfg = settings.model_copy(
         update={
             "artifacts": ArtifactsConfig(dir=root / "artifacts"),

@@ -19,6 +19,7 @@ from gastown_ft.training.chat_format import (
 )
 from gastown_ft.training.data import (
     IGNORE_INDEX,
+    chain_conversations,
     collate,
     encode_example,
     encode_examples,
@@ -26,6 +27,7 @@ from gastown_ft.training.data import (
     full_text_ids,
     pack,
     piecewise_matches_full_text,
+    trained_weight,
 )
 from gastown_ft.training.tokenizer import train_tokenizer
 
@@ -280,3 +282,92 @@ def test_grouped_order_is_a_stable_permutation_with_less_padding():
         return sum(len(o[k : k + 8]) * max(lengths[i] for i in o[k : k + 8]) for k in range(0, len(o), 8))
 
     assert padded(order) < 0.8 * padded(epoch_order(301, 0, 7))
+
+
+def test_the_weight_column_reaches_every_trained_token_packed_or_not(tokenizer):
+    heavy = {**chat(0), "weight": 3.0}
+    unweighted = {k: v for k, v in chat(1).items() if k != "weight"}
+    null = {**chat(2), "weight": None}
+    seqs, _ = encode_examples([heavy, unweighted, null], tokenizer, 4096)
+    assert [s["weight"] for s in seqs] == [3.0, 1.0, 1.0]  # absent or null: 1
+    # A record read back from Parquet keeps it.
+    assert encode_example(example_to_record(heavy), tokenizer, 4096)["weight"] == 3.0
+    with pytest.raises(ValueError, match="weight"):
+        encode_example({**chat(0), "weight": -1.0}, tokenizer, 4096)
+
+    def trained(s):  # positions predicting a trained token (position 0 predicts nothing)
+        return sum(1 for x in s["labels"][1:] if x != IGNORE_INDEX)
+
+    batch = collate(seqs[:2], tokenizer.pad_token_id)
+    n0, n1 = len(seqs[0]["input_ids"]), len(seqs[1]["input_ids"])
+    width = max(n0, n1)
+    assert batch["loss_weights"][0].tolist() == [3.0] * n0 + [0.0] * (width - n0)
+    assert batch["loss_weights"][1].tolist() == [1.0] * n1 + [0.0] * (width - n1)
+    assert trained_weight(batch) == 3 * trained(seqs[0]) + trained(seqs[1])
+
+    # Packed: each example's tokens keep its own weight, wherever it lands in a row.
+    rows = pack(seqs, 4096)
+    assert len(rows) == 1
+    row = rows[0]
+    starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["input_ids"])]
+    pieces = {
+        tuple(row["input_ids"][a:b]): set(row["loss_weights"][a:b])
+        for a, b in zip(starts, starts[1:], strict=False)
+    }
+    assert pieces == {tuple(s["input_ids"]): {s["weight"]} for s in seqs}
+    packed = collate(rows, tokenizer.pad_token_id)
+    assert trained_weight(packed) == 3 * trained(seqs[0]) + trained(seqs[1]) + trained(seqs[2])
+
+
+def _text_answer(i: int, rig: str = "ledger") -> dict:
+    """A question answered in words, without tools (same system prompt as chat(i) when rigs match)."""
+    return make_example(
+        task="bead_deps",
+        role="polecat",
+        rig=rig,
+        group_id=f"t{i}",
+        source_ids=[f"t{i}"],
+        messages=[user(f"What blocks gt-{i}?"), assistant(f"Nothing blocks gt-{i}.")],
+    )
+
+
+def test_chaining_joins_examples_of_one_system_prompt_and_keeps_every_trained_token(tokenizer):
+    examples = [chat(i) for i in range(12)] + [_text_answer(i) for i in range(4)]
+    alone, _ = encode_examples(examples, tokenizer, 4096)
+    chained = chain_conversations(examples, tokenizer, 4096, 4)
+    seqs, stats = encode_examples(chained, tokenizer, 4096)
+    # Fewer, longer conversations; fewer tokens in all, the same trained tokens (each turn still trained).
+    assert len(chained) < len(examples)
+    assert sum(len(s["input_ids"]) for s in seqs) < sum(len(s["input_ids"]) for s in alone)
+    trained = lambda ss: sorted(  # noqa: E731
+        tokenizer.decode([t for t in s["labels"] if t != IGNORE_INDEX]) for s in ss
+    )
+    assert "".join(trained(seqs)).count(TURN_END) == "".join(trained(alone)).count(TURN_END)
+    for conv in chained:
+        msgs = conv["messages"]
+        assert [m["role"] for m in msgs].count("system") == 1 and msgs[0]["role"] == "system"
+        assert conv.get("chained", 1) <= 4
+        by_id = {e["example_id"]: e for e in examples}
+        members = [by_id[i] for i in conv["example_id"].split("+")] if conv.get("chained") else [conv]
+        assert len(members) == conv.get("chained", 1)
+        assert {e["messages"][0]["content"] for e in members} == {msgs[0]["content"]}
+        # every member's turns appear, in order, after the one system prompt
+        assert msgs[1:] == [m for e in members for m in e["messages"][1:]]
+        if any(e["tools"] for e in members):
+            assert conv["tools"] == [BASH_TOOL]  # a tool-less question may join a chain with tools
+    # Different system prompts (rigs) never share a chain; the result is deterministic.
+    assert chain_conversations(examples, tokenizer, 4096, 4) == chained
+    assert chain_conversations(examples, tokenizer, 4096, 1) == examples
+
+
+def test_chaining_respects_max_seq_len_and_weights(tokenizer):
+    examples = [chat(3 * i) for i in range(8)]  # one rig: one system prompt
+    one = len(encode_example(examples[0], tokenizer, 4096)["input_ids"])
+    chained = chain_conversations(examples, tokenizer, int(one * 1.9), 8)
+    seqs, stats = encode_examples(chained, tokenizer, int(one * 1.9))
+    assert stats.truncated == 0 and all(len(s["input_ids"]) <= one * 1.9 for s in seqs)
+    assert max(c.get("chained", 1) for c in chained) >= 2
+    heavy = [dict(e, weight=3.0) if i % 2 else e for i, e in enumerate(examples)]
+    for conv in chain_conversations(heavy, tokenizer, 4096, 8):
+        ids = conv["example_id"].split("+")
+        assert len({e["weight"] for e in heavy if e["example_id"] in ids}) == 1  # one weight a chain

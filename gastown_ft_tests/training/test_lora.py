@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 from gastown_ft.config import TrainingConfig
 from gastown_ft.corpus.examples import assistant, make_example, user
 from gastown_ft.errors import GastownFTError
-from gastown_ft.training.data import collate, encode_examples
+from gastown_ft.training.data import collate, encode_examples, pack
 from gastown_ft.training.lora import (
+    StepRunner,
     evaluate_loss,
     plan_training,
     prepare_model,
@@ -136,6 +137,74 @@ def test_the_resume_fingerprint_sees_a_rebuilt_base_model(tmp_path):
         == plan_training(tmp_path / "a", [chat(0)], [], small_cfg(checkpoint_every=9)).fingerprint
     )
     assert a.fingerprint != plan_training(tmp_path / "a", [chat(1)], [], small_cfg()).fingerprint
+
+
+def _weighted(seq: dict, weight: float) -> dict:
+    return {**seq, "weight": weight}
+
+
+def _step(model, rows, micro) -> tuple[float, dict[str, torch.Tensor]]:
+    """The loss and the (clipped) gradients of one training step over `micro` (row indices)."""
+    model.zero_grad(set_to_none=True)
+    loss = StepRunner(model, rows, make_tokenizer().pad_token_id).run(micro)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+    return loss, grads
+
+
+def _assert_same_step(a, b, rel=1e-5) -> None:
+    assert a[0] == pytest.approx(b[0], rel=rel)
+    for name in a[1]:
+        assert torch.allclose(a[1][name], b[1][name], rtol=1e-4, atol=1e-7), name
+
+
+@pytest.fixture(scope="module")
+def weighted_setup(base_dir):
+    """The plan's model (dropout off) and two encoded examples of different lengths."""
+    plan = plan_training(base_dir, [chat(0)], [], small_cfg())
+    model = prepare_model(plan).eval()  # no dropout: the steps compared see the same network
+    seqs, _ = encode_examples([chat(0), chat(5)], make_tokenizer(), 320)
+    return model, seqs
+
+
+def test_weights_of_one_give_the_unweighted_loss(weighted_setup):
+    model, (a, b) = weighted_setup
+    batch = collate([a, b], make_tokenizer().pad_token_id)
+    with torch.no_grad():
+        plain, n = token_loss_sum(model, batch)
+        weighted, w = token_loss_sum(model, batch, weighted=True)
+    assert (float(weighted), w) == (float(plain), n)  # bit for bit
+    loss, _grads = _step(model, [a, b], [[0, 1]])
+    assert loss == float(plain / n)  # the mean over trained tokens, as before weights
+    # The same weight on every example changes nothing either (the weighted path, normalised).
+    _assert_same_step(_step(model, [_weighted(a, 2.0), _weighted(b, 2.0)], [[0, 1]]), (loss, _grads))
+
+
+def test_an_example_of_weight_three_counts_like_three_copies(weighted_setup):
+    model, (a, b) = weighted_setup
+    copies = _step(model, [a, a, a, b], [[0, 1, 2, 3]])
+    rows = [_weighted(a, 3.0), b]
+    _assert_same_step(_step(model, rows, [[0, 1]]), copies)
+    # Normalised over the whole step, however it is split into micro-batches.
+    _assert_same_step(_step(model, rows, [[0], [1]]), copies)
+    # Packed into one row, each example's tokens keep its weight.
+    packed = pack(rows, 1024)
+    assert len(packed) == 1
+    _assert_same_step(_step(model, packed, [[0]]), copies)
+    # Validation stays unweighted.
+    pad = make_tokenizer().pad_token_id
+    assert evaluate_loss(model, rows, pad, 2) == evaluate_loss(model, [a, b], pad, 2)
+
+
+def test_the_resume_fingerprint_sees_example_weights(base_dir):
+    def fingerprint(weights):
+        train = [{**chat(i), "weight": w} for i, w in enumerate(weights)]
+        return plan_training(base_dir, train, [], small_cfg()).fingerprint
+
+    unweighted = plan_training(base_dir, [chat(0), chat(1)], [], small_cfg()).fingerprint
+    assert fingerprint([1.0, 1.0]) == fingerprint([None, None]) == unweighted
+    assert fingerprint([3.0, 1.0]) != unweighted
+    assert fingerprint([3.0, 1.0]) != fingerprint([1.0, 3.0])
 
 
 def _adapter(path):
