@@ -9,8 +9,9 @@ corpus/pairs_beads.py):
   with the reference's subcommand and the same set of flags. bead_create is also an exact-answer
   case: the bead's type (-t) and priority (-p) must equal the reference's.
 - family `exact` (formula_next_step, formula_steps, bead_triage): the answer's key facts equal the
-  reference's: for the next step, whether it says "nothing/none" and which step ids it names; for the
-  steps, the ordered ids; for triage, the ordered ready bead ids.
+  reference's: for the next step, whether it says "nothing/none", which step ids it names (the next
+  steps and what else they wait for) and which conditions it quotes; for the steps, the ordered
+  ids; for triage, the ordered ready bead ids.
 - family `authoring` (formula_author): valid TOML of the requested type and name that the formula
   reader accepts (unique step ids, no dangling or cyclic `needs`).
 
@@ -250,10 +251,20 @@ def _check_command(case: TaskCase, gen: Generation) -> tuple[bool, dict[str, Any
     return True, details
 
 
-def next_step_key(text: str) -> tuple[bool, frozenset[str]]:
-    """(says nothing/none, the step ids it names) of a next-step answer."""
+def next_step_key(text: str) -> tuple[bool, frozenset[str], frozenset[str]]:
+    """(says nothing/none, the step ids it names, the conditions it quotes) of a next-step answer.
+
+    A backticked span with a space or a `{{var}}` in it is a condition (`{{mode}} == fast`,
+    `tests.status == 'complete'`), compared with its spacing collapsed; any other is a step id (the
+    steps that come next, what else they wait for, children they run)."""
     head = text.strip().split(":", 1)[0].strip().lower()
-    return head in ("nothing", "none"), frozenset(_TICKED.findall(text))
+    ids, conditions = set(), set()
+    for span in _TICKED.findall(text):
+        if "{{" in span or any(ch.isspace() for ch in span):
+            conditions.add(" ".join(span.split()))
+        else:
+            ids.add(span)
+    return head in ("nothing", "none"), frozenset(ids), frozenset(conditions)
 
 
 def ordered_ids(text: str) -> list[str]:
@@ -268,8 +279,8 @@ def _check_exact(case: TaskCase, gen: Generation) -> tuple[bool, dict[str, Any]]
         want, have = next_step_key(ref), next_step_key(got)
         ok = want == have
         return ok, {
-            "expected": {"none": want[0], "ids": sorted(want[1])},
-            "got": {"none": have[0], "ids": sorted(have[1])},
+            "expected": {"none": want[0], "ids": sorted(want[1]), "conditions": sorted(want[2])},
+            "got": {"none": have[0], "ids": sorted(have[1]), "conditions": sorted(have[2])},
         }
     want_ids, have_ids = ordered_ids(ref), ordered_ids(got)
     if case.task == "bead_triage" and not want_ids:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from gastown_ft.config import TownConfig
 from gastown_ft.corpus.documents import ReadLog
+from gastown_ft.corpus.formula_semantics import walk
 from gastown_ft.corpus.formulas import FormulaError, check_needs, parse_formula, read_formulas
 from gastown_ft.corpus.scan import TownScan
 
@@ -170,3 +172,204 @@ def test_document_ids_are_stable_and_content_addressed(tmp_path):
     f.write_text(WORKFLOW.format(name="a", desc="two"))
     changed = list(read_formulas(scan_of(root), ReadLog()))[0]
     assert changed.doc_id != first.doc_id and changed.content_hash != first.content_hash
+
+
+# ---------------------------------------------------------------------------------------------------
+# step fields that decide the order of work (bd's formula engine: beads internal/formula)
+
+
+def steps_of(toml_text: str) -> dict[str, dict]:
+    return {s["id"]: s for s in walk(parse_formula(tomllib.loads(toml_text), "x")["steps"])}
+
+
+def test_needs_depends_on_and_a_waits_for_list_are_one_set_of_prerequisites():
+    steps = steps_of(
+        '[[steps]]\nid="a"\n[[steps]]\nid="b"\n[[steps]]\nid="c"\n'
+        '[[steps]]\nid="j"\nneeds="a"\ndepends_on=["b","a"]\nwaits_for=["c"]\n'
+    )
+    assert steps["j"]["needs"] == ["a", "b", "c"]
+    assert "waits_for" not in steps["j"]
+
+
+def test_conditions_gates_and_run_time_waits_are_kept_normalized():
+    steps = steps_of(
+        """
+[[steps]]
+id = "survey"
+[steps.on_complete]
+for_each = "output.polecats"
+bond = "mol-polecat-arm"
+parallel = true
+[[steps]]
+id = "fast"
+needs = ["survey"]
+condition = "  {{mode}}   == fast "
+waits_for = "all-children"
+[[steps]]
+id = "approve"
+needs = ["fast"]
+type = "human"
+[steps.gate]
+type = "human"
+approvers = ["qa"]
+timeout = "24h"
+nested = { ignored = true }
+[[steps]]
+id = "arms"
+waits_for = "children-of(survey)"
+gate = "timer"
+"""
+    )
+    assert steps["fast"]["condition"] == "{{mode}} == fast"
+    assert steps["fast"]["waits_for"] == {"gate": "all-children", "spawner": "survey", "named": False}
+    assert steps["arms"]["waits_for"] == {"gate": "all-children", "spawner": "survey", "named": True}
+    assert steps["approve"]["gates"] == [{"type": "human", "approvers": ["qa"], "timeout": "24h"}]
+    assert steps["approve"]["type"] == "human" and steps["arms"]["gates"] == [{"type": "timer"}]
+    assert steps["survey"]["on_complete"] == {
+        "for_each": "output.polecats",
+        "bond": "mol-polecat-arm",
+        "parallel": True,
+    }
+    assert "condition" not in steps["survey"] and "gates" not in steps["survey"]
+
+
+def test_children_loops_and_expansions_are_steps_too():
+    steps = steps_of(
+        """
+[[steps]]
+id = "boot"
+type = "parallel"
+[[steps.children]]
+id = "boot-a"
+[[steps.children]]
+id = "boot-b"
+[[steps]]
+id = "verify"
+needs = ["boot-b"]
+[[steps]]
+id = "retry"
+needs = ["verify"]
+[steps.loop]
+count = 3
+[[steps.loop.body]]
+id = "run"
+[[steps.loop.body]]
+id = "check"
+needs = ["run", "verify"]
+[[steps]]
+id = "implement"
+expand = "tdd-cycle"
+expand_vars = { depth = "2" }
+acceptance = "tests pass"
+"""
+    )
+    assert [c["id"] for c in steps["boot"]["children"]] == ["boot-a", "boot-b"] and "boot-a" in steps
+    assert steps["verify"]["needs"] == ["boot-b"]  # a step may need another's child
+    loop = steps["retry"]["loop"]
+    assert loop["count"] == 3 and [b["needs"] for b in loop["body"]] == [[], ["run", "verify"]]
+    assert steps["implement"]["expand"] == "tdd-cycle" and steps["implement"]["expand_vars"] == {"depth": "2"}
+    assert steps["implement"]["acceptance"] == "tests pass"
+
+
+def test_compose_branch_and_gate_are_wired_into_the_steps():
+    data = {
+        "formula": "fj",
+        "steps": [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}],
+        "compose": {
+            "branch": [{"from": "a", "steps": ["b", "c"], "join": "d"}],
+            "gate": [{"before": "d", "condition": "b.status ==  'complete'"}],
+            "expand": [{"target": "c", "with": "tdd-cycle"}],
+            "aspects": ["security-audit"],
+        },
+    }
+    parsed = parse_formula(data, "x")
+    steps = {s["id"]: s for s in parsed["steps"]}
+    assert steps["b"]["needs"] == ["a"] == steps["c"]["needs"] and steps["d"]["needs"] == ["b", "c"]
+    assert steps["d"]["gates"] == [{"type": "condition", "condition": "b.status == 'complete'"}]
+    assert parsed["compose"]["expand"] == [{"target": "c", "with": "tdd-cycle"}]
+    assert parsed["compose"]["aspects"] == ["security-audit"]
+    # A formula that extends another may name its parent's steps: the rule is kept, not wired.
+    child = {
+        "formula": "kid",
+        "extends": ["fj"],
+        "compose": {"branch": [{"from": "a", "steps": ["x"], "join": "d"}]},
+    }
+    assert parse_formula(child, "x")["compose"]["branch"][0]["steps"] == ["x"]
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        ({"formula": "x", "steps": [{"id": "a", "children": [{"id": "a"}]}]}, "duplicate_step"),
+        (
+            {"formula": "x", "steps": [{"id": "a", "children": [{"id": "c", "needs": ["zz"]}]}]},
+            "unknown_step",
+        ),
+        (
+            {"formula": "x", "steps": [{"id": "a", "depends_on": ["b"]}, {"id": "b", "needs": ["a"]}]},
+            "needs_cycle",
+        ),
+        ({"formula": "x", "steps": [{"id": "a", "waits_for": "children-of(ghost)"}]}, "unknown_step"),
+        ({"formula": "x", "steps": [{"id": "a", "waits_for": "most-children"}]}, "bad_schema"),
+        ({"formula": "x", "steps": [{"id": "a", "condition": 3}]}, "bad_schema"),
+        ({"formula": "x", "steps": [{"id": "a", "loop": {"count": 2}}]}, "bad_schema"),
+        (
+            {
+                "formula": "x",
+                "steps": [{"id": "a", "loop": {"count": 2, "body": [{"id": "r", "needs": ["q"]}]}}],
+            },
+            "unknown_step",
+        ),
+        (
+            {
+                "formula": "x",
+                "steps": [{"id": "a"}],
+                "compose": {"branch": [{"from": "a", "steps": ["b"], "join": "a"}]},
+            },
+            "unknown_step",
+        ),
+        ({"formula": "x", "steps": [{"id": "a"}], "compose": {"gate": [{"before": "a"}]}}, "bad_schema"),
+        ({"formula": "x", "steps": [{"id": "a", "children": "b"}]}, "bad_schema"),
+    ],
+)
+def test_bad_step_fields_are_rejected_with_reasons(data, reason):
+    with pytest.raises(FormulaError) as e:
+        parse_formula(data, "x")
+    assert e.value.reason == reason, str(e.value)
+
+
+@pytest.mark.shared
+def test_every_real_formula_keeps_its_step_fields(shared_samples):
+    """The real formulas use needs, acceptance, type = "parallel" with [[steps.children]], compose.expand
+    and compose.aspects, and convoy synthesis depends_on / presets; all of it survives parsing."""
+    files = sorted(shared_samples.rglob("*.formula.toml"))
+    assert len(files) >= 40
+    parsed = {}
+    for f in files:
+        data = tomllib.loads(f.read_text())
+        meta = parse_formula(data, f.name)
+        parsed[meta["name"]] = meta
+        raw_ids = {s["id"] for s in data.get("steps") or []} | {
+            c["id"] for s in data.get("steps") or [] for c in s.get("children") or []
+        }
+        assert {s["id"] for s in walk(meta.get("steps") or [])} == raw_ids
+        for s in data.get("steps") or []:
+            kept = {x["id"]: x for x in walk(meta["steps"])}[s["id"]]
+            for key in ("acceptance", "type"):
+                assert kept.get(key) == s.get(key)
+    boot = {s["id"]: s for s in parsed["mol-gastown-boot"]["steps"]}
+    assert boot["ensure-witnesses"]["type"] == "parallel"
+    assert [c["id"] for c in boot["ensure-witnesses"]["children"]] == [
+        "ensure-gastown-witness",
+        "ensure-beads-witness",
+    ]
+    assert parsed["mol-polecat-work-monorepo-tdd"]["compose"] == {
+        "expand": [{"target": "implement", "with": "tdd-cycle"}]
+    }
+    assert parsed["code-review"]["synthesis"]["depends_on"][:2] == ["correctness", "performance"]
+    assert parsed["code-review"]["presets"]["gate"]["legs"] == [
+        "wiring",
+        "security",
+        "smells",
+        "test-quality",
+    ]

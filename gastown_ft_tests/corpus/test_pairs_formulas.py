@@ -11,11 +11,15 @@ import pytest
 
 from gastown_ft.corpus.documents import Document, documents_to_table
 from gastown_ft.corpus.examples import BASH_TOOL, ROLE_DESCRIPTIONS, example_id
+from gastown_ft.corpus.formula_semantics import gate_wait, starts_when_done, walk
 from gastown_ft.corpus.formulas import parse_formula, read_formulas
 from gastown_ft.corpus.grammar import validate_command
 from gastown_ft.corpus.pairs_formulas import (
+    POUR_VARIANTS,
+    SHOW_MAX_ITEMS,
     TASKS,
     build_formula_examples,
+    formula_outline,
     formula_role,
     is_critical,
     pour_command,
@@ -163,15 +167,21 @@ def check_examples(examples: list[dict]) -> None:
     for e in examples:
         assert e["task"] in TASKS
         roles = [m["role"] for m in e["messages"]]
-        assert roles[:3] == ["system", "user", "assistant"], roles
-        assert all(r == "tool" for r in roles[3:])
+        name = e["group_id"].removeprefix("formula:")
+        reads = roles == ["system", "user", "assistant", "tool", "assistant"]
+        if reads:  # a question answered after reading the formula's outline
+            assert e["task"] in ("formula_explain", "formula_steps", "formula_next_step", "formula_vars")
+            assert commands(e) == [f"gt formula show {name}"]
+            assert e["messages"][3]["content"].startswith(f"Formula: {name}\nType: ")
+            assert e["messages"][3]["tool_call_id"] == e["messages"][2]["tool_calls"][0]["id"]
+        else:
+            assert roles == ["system", "user", "assistant"], roles
         system = e["messages"][0]["content"]
         assert ROLE_DESCRIPTIONS[e["role"]] in system
         if e["rig"]:
             assert f"rig `{e['rig']}`" in system
         else:
             assert "town level" in system
-        name = e["group_id"].removeprefix("formula:")
         assert e["group_id"] == f"formula:{name}" and f"`{name}`" in e["messages"][1]["content"]
         assert e["role"] == formula_role(name)
         assert e["quality"] == 1.0 and e["weight"] > 0
@@ -185,7 +195,7 @@ def check_examples(examples: list[dict]) -> None:
         for cmd in cmds:
             check = validate_command(cmd)
             assert check.ok, (cmd, check.errors)
-            assert check.path == "bd mol pour"
+            assert check.path == ("gt formula show" if reads else "bd mol pour")
 
 
 def steps_from_answer(answer: str) -> list[str]:
@@ -309,7 +319,11 @@ def test_steps_respect_needs(rows):
 
 
 def check_next_steps(examples: list[dict], metas: dict[str, dict]) -> int:
-    """Every next-step answer names exactly the graph's dependents / needs of the step."""
+    """Every next-step answer agrees with the formula's semantics.
+
+    After X: every step that needs X is named with everything else it waits for (its other needs, its
+    condition); only a step that needs nothing but X (no condition, gate or run-time wait) is said to
+    start once X is done; no unrelated step is named. Before X: exactly X's needs (and spawner)."""
     n = 0
     for e in examples:
         if e["task"] != "formula_next_step":
@@ -319,22 +333,52 @@ def check_next_steps(examples: list[dict], metas: dict[str, dict]) -> int:
         assert m, q
         name, kind, sid = m.groups()
         meta = metas[(name, e["rig"])]
-        steps = meta.get("steps") or meta.get("template")
+        flat = {s["id"]: s for s in walk(meta.get("steps") or meta.get("template"))}
         named = set(re.findall(r"`([^`]+)`", a)) - {sid}
+        named_ids = named & set(flat)
         if kind == "comes after":
-            expected = {s["id"] for s in steps if sid in (s.get("needs") or [])}
-            if expected:
-                assert named == expected, (q, a)
-            else:
-                assert a.startswith("Nothing"), (q, a)
+            deps = [s for s in flat.values() if sid in (s.get("needs") or [])]
+            assert a.startswith("Nothing") == (not deps), (q, a)
+            needed = {n for s in flat.values() for n in s.get("needs") or []}
+            allowed = set() if deps else set(flat) - needed  # "Nothing": the other final steps
+            for d in deps:
+                others = set(d["needs"]) - {sid}
+                assert {d["id"], *others} <= named, (q, a)
+                if d.get("condition"):
+                    assert d["condition"] in named, (q, a)
+                for gate in d.get("gates") or []:
+                    assert gate_wait(gate) in a, (q, a)
+                assert claims_free(a, d["id"], len(deps)) == starts_when_done(d, sid), (q, a)
+                allowed |= {d["id"], *others, *(c["id"] for c in walk(d.get("children") or []))}
+                allowed |= {b["id"] for b in (d.get("loop") or {}).get("body") or []}
+                if d.get("waits_for"):
+                    allowed.add(d["waits_for"]["spawner"])
+            assert named_ids <= allowed, (q, a)
         else:
-            expected = set(meta_step(steps, sid).get("needs") or [])
-            if expected:
-                assert named == expected, (q, a)
-            else:
-                assert a.startswith("None"), (q, a)
+            step = flat[sid]
+            expected = set(step.get("needs") or [])
+            if step.get("waits_for"):
+                expected.add(step["waits_for"]["spawner"])
+            assert named_ids == expected - {None, sid}, (q, a)
+            assert a.startswith("None") == (not step.get("needs")), (q, a)
+            if step.get("condition"):
+                assert step["condition"] in named, (q, a)
         n += 1
     return n
+
+
+WAITS = ("also needs", "is only poured when", "cannot start until", "also waits for")
+
+
+def claims_free(answer: str, dep: str, n_deps: int) -> bool:
+    """Whether the answer says `dep` can start once the step asked about is done."""
+    lines = answer.splitlines()
+    if n_deps == 1:  # "Next: `d` (title).", then what else it waits for, if anything
+        return not any(w in lines[0] for w in WAITS)
+    if "can start once it is done:" in lines[0]:
+        return True
+    line = next(ln for ln in lines if ln.startswith(f"- `{dep}`"))
+    return "can start once it is done" in line
 
 
 def meta_step(steps: list[dict], sid: str) -> dict:
@@ -413,7 +457,12 @@ def test_vars_and_pour(rows):
         and "`summary` (required)" in text
         and "`base_branch` (default `main`)" in text
     )
-    pour = next(e for e in examples if commands(e) and "diamond" in e["group_id"])
+    pours = [e for e in examples if pours_of(e) and "diamond" in e["group_id"]]
+    assert len(pours) == POUR_VARIANTS  # several phrasings, each with its own values
+    assert len({e["messages"][1]["content"] for e in pours}) == POUR_VARIANTS
+    assert len({pours_of(e)[0] for e in pours}) == POUR_VARIANTS
+    assert pours[1]["messages"][1]["content"].startswith("Start a `mol-polecat-diamond` molecule for bead")
+    pour = pours[0]
     (cmd,) = commands(pour)
     words = shlex.split(cmd)
     assert words[:4] == ["bd", "mol", "pour", "mol-polecat-diamond"]
@@ -424,12 +473,36 @@ def test_vars_and_pour(rows):
     assert request.startswith(f"Pour `mol-polecat-diamond` for bead `{vars_given['issue']}`")
     assert vars_given["summary"] in request
     # No required vars: pour with the defaults.
-    shutdown = next(e for e in examples if commands(e) and "shutdown" in e["group_id"])
-    assert commands(shutdown) == ["bd mol pour mol-town-shutdown"]
+    shutdown = [e for e in examples if pours_of(e) and "shutdown" in e["group_id"]]
+    assert [pours_of(e) for e in shutdown] == [["bd mol pour mol-town-shutdown"]]  # one: nothing varies
     # Only workflows are poured.
     assert not any(
-        commands(e) for e in examples if e["group_id"] in ("formula:design-review", "formula:tdd-cycle")
+        pours_of(e) for e in examples if e["group_id"] in ("formula:design-review", "formula:tdd-cycle")
     )
+
+
+def pours_of(example: dict) -> list[str]:
+    return [c for c in commands(example) if c.startswith("bd mol pour")]
+
+
+def test_questions_read_the_outline_first(rows):
+    """Step questions carry the formula's outline, so the answer is in the prompt, not recalled."""
+    examples = list(build_formula_examples(rows))
+    outline = formula_outline(json.loads(rows[0]["meta"]))
+    assert outline.splitlines()[:2] == ["Formula: mol-polecat-diamond", "Type: workflow"]
+    assert "\n  `merge` — Merge both halves (needs left, right)\n" in outline
+    assert "  `issue` (required): The bead to work" in outline
+    asked = [e for e in examples if e["task"] in ("formula_steps", "formula_next_step")]
+    assert asked and all(len(e["messages"]) == 5 for e in asked)
+    for e in asked:
+        shown = e["messages"][3]["content"]
+        for sid in re.findall(r"`([^`]+)`", e["messages"][-1]["content"]):
+            assert f"`{sid}`" in shown or sid in e["group_id"], (sid, shown)
+    # A formula too long for an outline gets no step questions (and its explanation no reading).
+    steps = "\n".join(f'[[steps]]\nid = "s{i}"\ntitle = "Step {i}"' for i in range(SHOW_MAX_ITEMS + 1))
+    long = list(build_formula_examples([formula_row(f'formula = "long"\ndescription = "Many."\n{steps}\n')]))
+    assert {e["task"] for e in long} == {"formula_explain", "formula_author"}
+    assert all(len(e["messages"]) == 3 for e in long)
 
 
 def test_weights(rows):
@@ -511,3 +584,246 @@ def test_shared_samples(shared_samples):
                     assert all(pos[n] < pos[s["id"]] for n in s.get("needs") or [])
     roles = {e["group_id"]: e["role"] for e in examples}
     assert roles["formula:mol-boot-triage"] == "boot" and roles["formula:mol-dog-reaper"] == "dog"
+
+
+# ---------------------------------------------------------------------------------------------------
+# gates, conditions, alternative branches and the other step fields (hand-made, one construct each)
+
+GATED = """
+formula = "mol-gated-release"
+description = "Evaluate three ways, take one branch, wait for approval."
+[vars.mode]
+description = "fast or full"
+default = "fast"
+[vars.audit]
+description = "Run the audit"
+default = ""
+[[steps]]
+id = "setup"
+title = "Set up"
+[[steps]]
+id = "audit"
+title = "Audit"
+needs = ["setup"]
+condition = "{{audit}}"
+[[steps]]
+id = "evaluate-1"
+title = "Evaluate one"
+needs = ["setup"]
+[[steps]]
+id = "evaluate-2"
+title = "Evaluate two"
+needs = ["setup"]
+[[steps]]
+id = "evaluate-3"
+title = "Evaluate three"
+depends_on = ["setup"]
+[[steps]]
+id = "fast-path"
+title = "Ship fast"
+needs = ["evaluate-1", "evaluate-2", "evaluate-3"]
+condition = "{{mode}} == fast"
+[[steps]]
+id = "full-path"
+title = "Ship carefully"
+needs = ["evaluate-1", "evaluate-2", "evaluate-3"]
+condition = "{{mode}}  ==  full"
+[[steps]]
+id = "approve"
+title = "Release approval"
+needs = ["fast-path"]
+type = "human"
+[steps.gate]
+type = "human"
+approvers = ["release-lead"]
+timeout = "24h"
+"""
+
+FANOUT = """
+formula = "mol-fanout"
+description = "Survey, fan out, join."
+[[steps]]
+id = "survey"
+title = "Survey workers"
+[steps.on_complete]
+for_each = "output.polecats"
+bond = "mol-polecat-arm"
+parallel = true
+[[steps]]
+id = "aggregate"
+title = "Aggregate"
+needs = ["survey"]
+waits_for = "all-children"
+[[steps]]
+id = "lint"
+title = "Lint"
+[[steps]]
+id = "test"
+title = "Test"
+[[steps]]
+id = "report"
+title = "Report"
+[[steps]]
+id = "boot"
+title = "Boot the rigs"
+type = "parallel"
+needs = ["report"]
+[[steps.children]]
+id = "boot-a"
+title = "Boot a"
+[[steps.children]]
+id = "boot-b"
+title = "Boot b"
+[steps.children.loop]
+count = 3
+[[steps.children.loop.body]]
+id = "run"
+title = "Run once"
+[compose]
+[[compose.branch]]
+from = "aggregate"
+steps = ["lint", "test"]
+join = "report"
+[[compose.gate]]
+before = "report"
+condition = "lint.status == 'complete'"
+"""
+
+
+def answers_of(examples: list[dict]) -> dict[str, str]:
+    return {e["messages"][1]["content"]: e["messages"][-1]["content"] for e in examples}
+
+
+def test_a_join_with_alternative_branches_is_not_said_to_start_after_one_evaluation():
+    rows = [formula_row(GATED)]
+    examples = list(build_formula_examples(rows))
+    check_examples(examples)
+    assert check_next_steps(examples, metas_of(rows)) == 2 * 5
+    answers = answers_of(examples)
+    after = answers["In `mol-gated-release`, what comes after step `evaluate-1`?"]
+    # Both branches need all three evaluations, exist only under their condition, and exclude each other.
+    assert after.startswith("2 steps need `evaluate-1`:\n")
+    assert "can start once" not in after
+    for branch, cond in (("fast-path", "{{mode}} == fast"), ("full-path", "{{mode}} == full")):
+        line = next(ln for ln in after.splitlines() if ln.startswith(f"- `{branch}`"))
+        assert "also needs `evaluate-2` and `evaluate-3`, so it starts only when all three are done" in line
+        assert f"is only poured when `{cond}`" in line
+    assert "Only one of `fast-path` and `full-path` runs" in after and "`{{mode}}`" in after
+    # The gate and the condition of a step are said before it.
+    before = answers["In `mol-gated-release`, what must be done before step `approve`?"]
+    assert before.startswith("`approve` needs `fast-path` (Ship fast) first; it cannot start until")
+    assert "a human gate (approvers: release-lead; timeout: 24h)" in before
+    after_setup = answers["In `mol-gated-release`, what comes after step `setup`?"]
+    audit = next(ln for ln in after_setup.splitlines() if ln.startswith("- `audit`"))
+    assert "is only poured when `{{audit}}`" in audit and "can start once it is done" not in audit
+    assert "- `evaluate-1` — Evaluate one: can start once it is done" in after_setup
+    # Outline, steps and explanation carry the same facts.
+    meta = json.loads(rows[0]["meta"])
+    outline = formula_outline(meta)
+    assert (
+        "  `fast-path` — Ship fast (needs evaluate-1, evaluate-2, evaluate-3; only when `{{mode}} == fast`)"
+        in outline
+    )
+    assert (
+        "  `approve` — Release approval (needs fast-path; human gate (approvers: release-lead; timeout: 24h);"
+        in outline
+    )
+    (steps,) = [e["messages"][-1]["content"] for e in examples if e["task"] == "formula_steps"]
+    assert (
+        "(after `evaluate-1`, `evaluate-2` and `evaluate-3`; is only poured when `{{mode}} == full`" in steps
+    )
+    (explain,) = [e["messages"][-1]["content"] for e in examples if e["task"] == "formula_explain"]
+    assert "`fast-path` and `full-path` are alternative branches: only one runs" in explain
+    assert (
+        "`fast-path` waits for `evaluate-1`, `evaluate-2` and `evaluate-3`: it starts when all three are done"
+        in explain
+    )
+    assert "`approve` cannot start until a human gate" in explain
+    (request,) = [e["messages"][1]["content"] for e in examples if e["task"] == "formula_author"]
+    assert "With: `audit` (only when `{{audit}}`), `fast-path` (only when `{{mode}} == fast`)," in request
+
+
+def test_fan_out_branch_rules_gates_children_and_loops():
+    rows = [formula_row(FANOUT)]
+    meta = json.loads(rows[0]["meta"])
+    steps = {s["id"]: s for s in walk(meta["steps"])}
+    assert steps["report"]["needs"] == ["lint", "test"]  # compose.branch joins at report
+    assert steps["lint"]["needs"] == ["aggregate"] == steps["test"]["needs"]
+    examples = list(build_formula_examples(rows))
+    check_examples(examples)
+    assert check_next_steps(examples, metas_of(rows)) == 2 * 5
+    answers = answers_of(examples)
+    after_survey = answers["In `mol-fanout`, what comes after step `survey`?"]
+    assert after_survey.startswith(
+        "Next: `aggregate` (Aggregate); it also waits for all the children bonded to `survey`."
+    )
+    assert (
+        "When `survey` is done it also bonds `mol-polecat-arm` for each item of `output.polecats`, in parallel."
+        in after_survey
+    )
+    after_aggregate = answers["In `mol-fanout`, what comes after step `aggregate`?"]
+    assert after_aggregate.startswith("2 steps need `aggregate` and can start once it is done:")
+    order = [s["id"] for s in topo_order(meta["steps"])]
+    assert order == ["survey", "aggregate", "lint", "test", "report", "boot"]
+    outline = formula_outline(meta)
+    assert "  `report` — Report (needs lint, test; gate until `lint.status == 'complete'`)" in outline
+    assert (
+        "  `boot` — Boot the rigs (needs report; parallel: children run at once, done when all are)\n    `boot-a` — Boot a\n"
+        in outline
+    )
+    assert "    `boot-b` — Boot b (repeats `run` 3 times)" in outline
+    assert (
+        "  `survey` — Survey workers (when done bonds `mol-polecat-arm` for each item of `output.polecats`, in parallel)"
+        in outline
+    )
+    (listing,) = [e["messages"][-1]["content"] for e in examples if e["task"] == "formula_steps"]
+    assert (
+        "6. `boot` — Boot the rigs, whose children run at once:\n   - `boot-a` — Boot a\n"
+        "   - `boot-b` — Boot b (repeats `run` 3 times)" in listing
+    )
+    assert steps_from_answer(listing) == order
+
+
+@pytest.mark.shared
+def test_real_formulas_with_joins_and_parallel_steps(shared_samples):
+    """The real formulas whose steps fork and join (or run children at once) are answered by their
+    semantics: a join is never said to start after one of its needs; the explanation and the
+    outline say how the steps wait for each other."""
+    rows = formula_rows(shared_samples, shared_samples / "no-transcripts")
+    metas = metas_of(rows)
+    branched = {
+        name
+        for (name, _), m in metas.items()
+        if any(
+            len(s["needs"]) > 1
+            or s.get("children")
+            or s.get("condition")
+            or s.get("gates")
+            or s.get("waits_for")
+            for s in walk(m.get("steps") or m.get("template") or [])
+        )
+    }
+    assert {"mol-orphan-scan", "mol-gastown-boot", "beads-release", "mol-pr-feedback-patrol"} <= branched
+    examples = [e for e in build_formula_examples(rows) if e["group_id"].removeprefix("formula:") in branched]
+    nexts = [e for e in examples if e["task"] == "formula_next_step"]
+    assert check_next_steps(examples, metas) == len(nexts) > 0
+    answers = answers_of(examples)
+    after_scan = answers["In `mol-orphan-scan`, what comes after step `scan-orphaned-molecules`?"]
+    assert after_scan == (
+        "Next: `triage-orphans` (Classify and triage orphans); it also needs `scan-orphaned-issues` and "
+        "`scan-orphaned-wisps`, so it starts only when all three are done."
+    )
+    for e in examples:
+        if e["task"] == "formula_explain":
+            assert "How the steps wait for each other:" in e["messages"][-1]["content"], e["group_id"]
+    boot = next(
+        e for e in examples if e["group_id"] == "formula:mol-gastown-boot" and len(e["messages"]) == 5
+    )
+    outline = boot["messages"][3]["content"]
+    assert (
+        "  `ensure-witnesses` — Ensure witnesses (needs ensure-deacon; parallel: children run at once, done when all are)\n"
+        "    `ensure-gastown-witness` — Ensure gastown witness\n"
+    ) in outline
+    assert (
+        "  `verify-town-health` — Verify town health (needs ensure-witnesses, ensure-refineries)" in outline
+    )

@@ -10,6 +10,7 @@ import pytest
 
 from gastown_ft.config import EvaluationConfig
 from gastown_ft.corpus.examples import BASH_TOOL, assistant, make_example, tool_call, user
+from gastown_ft.corpus.formulas import parse_formula
 from gastown_ft.corpus.pairs_beads import create_command
 from gastown_ft.corpus.pairs_formulas import author_request, next_step_examples
 from gastown_ft.errors import GastownFTError
@@ -17,7 +18,14 @@ from gastown_ft.evaluation.compare import decide
 from gastown_ft.evaluation.generate import Generation, parse_tool_calls
 from gastown_ft.evaluation.report import load_eval_results, write_results
 from gastown_ft.evaluation.run import collect_warnings
-from gastown_ft.evaluation.tasks import FAMILIES, build_task_suite, score_case, suite_coverage, summarize
+from gastown_ft.evaluation.tasks import (
+    FAMILIES,
+    build_task_suite,
+    next_step_key,
+    score_case,
+    suite_coverage,
+    summarize,
+)
 
 FORMULA = {
     "name": "mol-demo",
@@ -320,3 +328,46 @@ def test_results_round_trip_and_report(tmp_path):
     with pytest.raises(GastownFTError):
         load_eval_results(tmp_path / "x.json")
     assert math.isfinite(loaded["metrics"]["suite_score"]["tuned"])
+
+
+BRANCHES = parse_formula(
+    {
+        "formula": "mol-branches",
+        "steps": [
+            {"id": "evaluate-1"},
+            {"id": "evaluate-2"},
+            {"id": "evaluate-3"},
+            *(
+                {
+                    "id": f"{mode}-path",
+                    "needs": ["evaluate-1", "evaluate-2", "evaluate-3"],
+                    "condition": f"{{{{mode}}}} == {mode}",
+                }
+                for mode in ("fast", "full")
+            ),
+        ],
+    },
+    "x",
+)
+
+
+def test_next_step_key_tells_a_join_from_a_free_step():
+    """A model that says a join can start after one evaluation, or leaves out a branch's condition,
+    does not match the reference; spacing inside a condition does not matter."""
+    (ref,) = [a for q, a in next_step_examples(BRANCHES) if q.endswith("after step `evaluate-1`?")]
+    want = next_step_key(ref)
+    assert want == (
+        False,
+        frozenset({"evaluate-1", "evaluate-2", "evaluate-3", "fast-path", "full-path"}),
+        frozenset({"{{mode}} == fast", "{{mode}} == full", "{{mode}}"}),
+    )
+    naive = "2 steps need `evaluate-1` and can start once it is done:\n- `fast-path`\n- `full-path`"
+    assert next_step_key(naive) != want
+    assert next_step_key(ref.replace("`{{mode}} == fast`", "`{{mode}}  ==  fast`")) == want
+    assert next_step_key(ref.replace("`{{mode}} == fast`", "mode is fast")) != want
+    case = build_task_suite(
+        [_text_example("formula_next_step", "In `mol-branches`, what comes after step `evaluate-1`?", ref)], 1
+    )[0]
+    assert score_case(case, _reply(ref)).passed
+    score = score_case(case, _reply(naive))
+    assert not score.passed and score.details["expected"]["conditions"] == sorted(want[2])
