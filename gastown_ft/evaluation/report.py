@@ -42,7 +42,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         f"- base model: `{results.get('base_model')}`",
         f"- adapter: `{results.get('adapter')}`",
-        f"- test examples: {results.get('test_examples')}; greedy decoding, same prompts for both",
+        f"- test examples: {results.get('test_examples')}; greedy decoding, same prompts for both"
+        + _decoding(results.get("decoding")),
         f"- **decision: {verdict}** — {decision.get('summary', '')}",
     ]
     warnings = results.get("warnings") or []
@@ -201,3 +202,9 @@ def load_eval_results(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not {"passed", "metrics", "report_path"} <= set(data):
         raise GastownFTError(f"{path} is not an evaluation results file (passed/metrics/report_path missing)")
     return data
+
+
+def _decoding(d: dict[str, Any] | None) -> str:
+    if not d:
+        return ""
+    return f" ({d['precision']} weights, {d['threads']} thread{'s' if d['threads'] != 1 else ''})"
