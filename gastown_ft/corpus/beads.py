@@ -4,17 +4,31 @@ An export row carries its labels, dependencies and comments inline. A backup dir
 flat SQL-column rows in `issues.jsonl` and the rest in `dependencies.jsonl`, `labels.jsonl`,
 `comments.jsonl` and `events.jsonl`; the reader joins them by issue id. Tombstones (deleted issues
 in old exports) are left out and counted.
+
+Rows are checked before use: a field of the wrong type (a numeric title, an unknown status) quarantines
+the row as `invalid_<field>`. An id seen more than once in a file is resolved, not quarantined wholesale:
+identical repeats are counted as deduplicated (`identical_duplicate_row`), and of differing versions the
+newest `updated_at` is kept (the later line on a tie) while each other version is quarantined as
+`superseded_version` with its line, so conflicts show up in the quarantine report.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import re
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from gastown_ft.corpus.documents import Document, ReadLog
-from gastown_ft.corpus.files import file_mtime, iter_jsonl
+from gastown_ft.corpus.files import file_mtime, iter_jsonl, os_error_reason
 from gastown_ft.corpus.roles import role_from_actor
 from gastown_ft.corpus.scan import TownScan
 
@@ -94,55 +108,321 @@ def _labels(rows: list[dict]) -> list[str]:
     return sorted({r["label"] for r in rows if isinstance(r.get("label"), str)})
 
 
+# ---------------------------------------------------------------------------------------------------
+# row checks: a field of the wrong type quarantines the row, naming the field
+
+# `bd statuses`: the built-in ones, Gas Town's hook states, and old exports' tombstones.
+KNOWN_STATUSES = frozenset(
+    {"open", "in_progress", "blocked", "deferred", "closed", "pinned", "hooked", "tombstone"}
+)
+STRING_FIELDS = (
+    "title",
+    "description",
+    "design",
+    "acceptance_criteria",
+    "notes",
+    "status",
+    "issue_type",
+    "assignee",
+    "owner",
+    "created_by",
+    "close_reason",
+    "parent",
+    "created_at",
+    "updated_at",
+    "closed_at",
+)
+LIST_FIELDS = {"labels": str, "dependencies": dict, "comments": dict}
+_PRIORITY_TEXT = re.compile(r"[Pp]?[0-4]")
+
+
+def custom_statuses(directory: Path) -> frozenset[str]:
+    """Statuses a database adds with `bd config set status.custom "in_review:active,..."`: from a
+    backup's `config.jsonl`, or `config.yaml` in the `.beads` directory. Unreadable config adds none."""
+    values: list[str] = []
+    config_rows = directory / "config.jsonl"
+    if config_rows.is_file():
+        try:
+            for line in config_rows.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and row.get("key") == "status.custom":
+                    values.append(str(row.get("value") or ""))
+        except OSError:
+            pass
+    for cfg in (directory / "config.yaml", directory.parent / "config.yaml"):
+        if cfg.is_file():
+            try:
+                data = yaml.safe_load(cfg.read_text(encoding="utf-8", errors="replace"))
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(data, dict) and isinstance(data.get("status.custom"), str):
+                values.append(data["status.custom"])
+            break
+    names = {part.split(":", 1)[0].strip() for v in values for part in v.split(",")}
+    return frozenset(n for n in names if n)
+
+
+def _kind_of(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "text"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def _shown(v: Any) -> str:
+    s = json.dumps(v, ensure_ascii=False, default=str)
+    return s if len(s) <= 60 else s[:60] + "…"
+
+
+def field_problems(row: dict[str, Any], statuses: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """(field, what is wrong) for each field of a bead row with the wrong type or an unknown value.
+
+    Absent and null fields are fine (old exports leave many out). `statuses` are custom ones the
+    database configured, on top of KNOWN_STATUSES.
+    """
+    problems: list[tuple[str, str]] = []
+    for name in STRING_FIELDS:
+        v = row.get(name)
+        if v is not None and not isinstance(v, str):
+            problems.append((name, f"{name} is {_kind_of(v)} ({_shown(v)}), expected text"))
+    status = row.get("status")
+    if isinstance(status, str) and status not in KNOWN_STATUSES and status not in statuses:
+        problems.append(("status", f"status {_shown(status)} is not a bd status"))
+    p = row.get("priority")
+    if p is not None and not (
+        (isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= 4)
+        or (isinstance(p, str) and _PRIORITY_TEXT.fullmatch(p.strip()))
+    ):
+        problems.append(("priority", f"priority is {_kind_of(p)} ({_shown(p)}), expected 0-4"))
+    for name, item in LIST_FIELDS.items():
+        v = row.get(name)
+        if v is None:
+            continue
+        if not isinstance(v, list):
+            problems.append((name, f"{name} is {_kind_of(v)} ({_shown(v)}), expected a list"))
+        elif not all(isinstance(x, item) for x in v):
+            want = "text" if item is str else "objects"
+            problems.append((name, f"{name} holds {_shown(v)}, expected a list of {want}"))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------------
+# repeated ids: identical rows are counted, differing versions resolved by updated_at
+
+
+def _time_key(v: Any) -> float:
+    """updated_at as a number to compare; missing or unreadable sorts first."""
+    if not isinstance(v, str) or not v.strip():
+        return -math.inf
+    try:
+        t = datetime.fromisoformat(v.strip())
+    except ValueError:
+        return -math.inf
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.timestamp()
+
+
+def _row_digest(row: dict[str, Any]) -> bytes:
+    blob = json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+@dataclass
+class _Version:
+    """One distinct content of a bead id in a file: where it is, when it was updated, how often."""
+
+    first_line: int
+    last_line: int
+    updated_at: Any
+    time: float
+    copies: int = 1
+
+
+def _winning_lines(
+    versions: dict[str, dict[bytes, _Version]], log: ReadLog, rel: str, rig: str | None
+) -> set[int]:
+    """The line kept for each id (the newest updated_at; on a tie the later line). Extra identical
+    rows are counted as deduplicated; every other version is reported as superseded."""
+    keep_lines: set[int] = set()
+    for bead_id, by_content in versions.items():
+        ordered = sorted(by_content.values(), key=lambda v: (v.time, v.last_line))
+        keep = ordered[-1]
+        keep_lines.add(keep.last_line)
+        repeats = sum(v.copies - 1 for v in ordered)
+        if repeats:
+            log.skip("identical_duplicate_row", repeats)
+        for old in ordered[:-1]:
+            when = (
+                "the same updated_at; the later line is kept"
+                if old.time == keep.time
+                else f"updated_at {old.updated_at or 'missing'}; the newest is kept"
+            )
+            log.quarantine(
+                SOURCE,
+                rel,
+                "superseded_version",
+                f"line {old.first_line} is another version of bead {bead_id} ({when}: line "
+                f"{keep.last_line}, updated_at {keep.updated_at or 'missing'})",
+                rig=rig,
+                line=old.first_line,
+            )
+    return keep_lines
+
+
+def _resolve_repeats(
+    path: Path, repeated: dict[str, list[int]], log: ReadLog, rel: str, rig: str | None
+) -> set[int]:
+    """The kept line of each id that occurs on several `lines` (see _winning_lines)."""
+    wanted = {n for lines in repeated.values() for n in lines}
+    versions: dict[str, dict[bytes, _Version]] = {}
+    for lineno, row in _rows_at(path, wanted, log, rel, rig):
+        by_content = versions.setdefault(row.get("id"), {})
+        digest = _row_digest(row)
+        seen = by_content.get(digest)
+        if seen is not None:
+            seen.copies += 1
+            seen.last_line = lineno
+        else:
+            updated = row.get("updated_at")
+            by_content[digest] = _Version(lineno, lineno, updated, _time_key(updated))
+    return _winning_lines(versions, log, rel, rig)
+
+
+def _rows_at(
+    path: Path, lines: set[int], log: ReadLog, rel: str, rig: str | None
+) -> Iterator[tuple[int, dict]]:
+    """The rows on `lines` of a JSONL file already read once, parsing only those lines."""
+    todo = len(lines)
+    try:
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                if not todo:
+                    return
+                if lineno not in lines:
+                    continue
+                todo -= 1
+                try:
+                    row = json.loads(raw.decode("utf-8", "replace"))
+                except ValueError:
+                    row = None
+                if not isinstance(row, dict):
+                    log.quarantine(
+                        SOURCE,
+                        rel,
+                        "changed_while_read",
+                        f"line {lineno} changed between reads",
+                        rig=rig,
+                        line=lineno,
+                    )
+                    continue
+                yield lineno, row
+    except OSError as e:
+        log.quarantine(SOURCE, rel, os_error_reason(e), f"{type(e).__name__}: {e.strerror or e}", rig=rig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the reader
+
+
+def bead_document(
+    row: dict[str, Any],
+    lineno: int,
+    *,
+    rel: str,
+    rig: str | None,
+    commit: str | None,
+    mtime: float | None,
+    side: dict[str, dict[str, list[dict]]] | None = None,
+) -> Document:
+    """The document of one (checked) bead row; `side` holds a backup's side tables by issue id."""
+    bead_id = row["id"]
+    bead = dict(row)
+    if side is not None:
+        bead["dependencies"] = side["dependencies"].get(bead_id, [])
+        bead["labels"] = _labels(side["labels"].get(bead_id, []))
+        bead["comments"] = side["comments"].get(bead_id, [])
+        bead["events"] = side["events"].get(bead_id, [])
+    # The parent of a dotted child id, when not given explicitly.
+    if not bead.get("parent") and "." in bead_id:
+        bead["parent"] = bead_id.rsplit(".", 1)[0]
+    role, _rig, _agent = role_from_actor(bead.get("assignee") or "")
+    fmt = "backup" if side is not None else "export"
+    return Document(
+        source=SOURCE,
+        kind=fmt,
+        path=rel,
+        text=render_bead(bead),
+        title=f"bead {bead_id}: {bead.get('title') or ''}"[:200],
+        rig=rig,
+        commit=commit,
+        mtime=mtime,
+        role=role,
+        key=bead_id,
+        meta={"format": fmt, "line": lineno, **bead},
+    )
+
+
+def read_issues_file(path: Path, scan: TownScan, log: ReadLog) -> Iterator[Document]:
+    """The beads of one `issues.jsonl` (an export, or a backup's issue rows joined to its side tables).
+
+    Two passes keep memory at one line plus the line numbers of each id: the first checks every row,
+    the second parses only the line kept for each id. Lines of an id seen more than once are read
+    once more in between, to tell identical repeats from differing versions.
+    """
+    rel = scan.rel(path)
+    rig, commit = scan.provenance(path)
+    backup = is_backup_dir(path.parent)
+    statuses = custom_statuses(path.parent)
+    lines_of: dict[str, list[int]] = {}
+    for lineno, row in iter_jsonl(path, log, SOURCE, max_bytes=scan.max_bytes, rel=rel, rig=rig):
+        bead_id = row.get("id")
+        if not isinstance(bead_id, str) or not bead_id:
+            log.quarantine(SOURCE, rel, "missing_id", f"line {lineno} has no bead id", rig=rig, line=lineno)
+            continue
+        problems = field_problems(row, statuses)
+        if problems:
+            log.quarantine(
+                SOURCE,
+                rel,
+                f"invalid_{problems[0][0]}",
+                f"line {lineno} (bead {bead_id}): " + "; ".join(p for _, p in problems),
+                rig=rig,
+                line=lineno,
+            )
+            continue
+        lines_of.setdefault(bead_id, []).append(lineno)
+    keep = {lines[0] for lines in lines_of.values() if len(lines) == 1}
+    repeated = {i: lines for i, lines in lines_of.items() if len(lines) > 1}
+    del lines_of
+    if repeated:
+        keep |= _resolve_repeats(path, repeated, log, rel, rig)
+    side = _load_side_tables(path.parent, scan, log) if backup else None
+    mtime = file_mtime(path)
+    kept: set[str] = set()
+    for lineno, row in _rows_at(path, keep, log, rel, rig):
+        if row.get("status") == "tombstone":
+            log.skip("tombstone")
+            continue
+        kept.add(row["id"])
+        yield bead_document(row, lineno, rel=rel, rig=rig, commit=commit, mtime=mtime, side=side)
+    if side is not None:
+        for name in BACKUP_SIDE_FILES:
+            orphans = sum(len(v) for k, v in side[name].items() if k not in kept)
+            if orphans:
+                log.skip(f"{name}_of_unknown_or_tombstoned_issue", orphans)
+
+
 def read_beads(scan: TownScan, log: ReadLog) -> Iterator[Document]:
     for path in sorted(scan.matching(is_issues_file, log, SOURCE)):
-        rel = scan.rel(path)
-        rig, commit = scan.provenance(path)
-        backup = is_backup_dir(path.parent)
-        side = _load_side_tables(path.parent, scan, log) if backup else {}
-        mtime = file_mtime(path)
-        seen: set[str] = set()
-        for lineno, row in iter_jsonl(path, log, SOURCE, max_bytes=scan.max_bytes, rel=rel, rig=rig):
-            bead_id = row.get("id")
-            if not isinstance(bead_id, str) or not bead_id:
-                log.quarantine(
-                    SOURCE, rel, "missing_id", f"line {lineno} has no bead id", rig=rig, line=lineno
-                )
-                continue
-            if row.get("status") == "tombstone":
-                log.skip("tombstone")
-                continue
-            if bead_id in seen:
-                log.quarantine(
-                    SOURCE, rel, "duplicate_id", f"line {lineno} repeats bead {bead_id}", rig=rig, line=lineno
-                )
-                continue
-            seen.add(bead_id)
-            bead = dict(row)
-            if backup:
-                bead["dependencies"] = side["dependencies"].get(bead_id, [])
-                bead["labels"] = _labels(side["labels"].get(bead_id, []))
-                bead["comments"] = side["comments"].get(bead_id, [])
-                bead["events"] = side["events"].get(bead_id, [])
-            # The parent of a dotted child id, when not given explicitly.
-            if not bead.get("parent") and "." in bead_id:
-                bead["parent"] = bead_id.rsplit(".", 1)[0]
-            role, _rig, _agent = role_from_actor(bead.get("assignee") or "")
-            yield Document(
-                source=SOURCE,
-                kind="backup" if backup else "export",
-                path=rel,
-                text=render_bead(bead),
-                title=f"bead {bead_id}: {bead.get('title') or ''}"[:200],
-                rig=rig,
-                commit=commit,
-                mtime=mtime,
-                role=role,
-                key=bead_id,
-                meta={"format": "backup" if backup else "export", "line": lineno, **bead},
-            )
-        if backup:
-            for name in BACKUP_SIDE_FILES:
-                orphans = sum(len(v) for k, v in side[name].items() if k not in seen)
-                if orphans:
-                    log.skip(f"{name}_of_unknown_or_tombstoned_issue", orphans)
+        yield from read_issues_file(path, scan, log)

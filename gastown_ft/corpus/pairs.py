@@ -79,7 +79,7 @@ def build_instruction_pairs(
     produced: list[dict[str, Any]] = []
     # Task weights are applied below for every task; the formula builder adds the critical boost.
     produced += build_formula_examples(rows_by_source.get("formulas", []), critical_boost=cfg.critical_boost)
-    produced += build_bead_examples(rows_by_source.get("beads", []))
+    produced += build_bead_examples(rows_by_source.get("beads", []), machinery=cfg.machinery)
     produced += build_convention_examples(rows_by_source.get("conventions", []))
     produced += build_transcript_examples(
         rows_by_source.get("transcripts", []),

@@ -29,9 +29,13 @@ Tasks:
   existed and were open). The rule is stated in the prompt, so the answer follows from the prompt alone.
   Parent-child propagation (a child of a blocked parent is blocked) is not modelled; only `blocks` counts.
 
-Wisps (ephemeral molecule instances: `ephemeral`, `wisp_type` or a `-wisp-` id) give no examples and
-are left out of triage sets: `bd mol pour`/`wisp` makes and burns them, nobody files them by hand, and
-patrols leave thousands of near-identical ones. They still count as blockers of the beads they block.
+Machinery beads (`machinery.classify`: patrol digests, wisps, agent, merge-request and message beads,
+plugin runs, convoys, ...) give no examples and are left out of triage sets with `machinery="exclude"`
+(the default, `[corpus] machinery`): `gt` writes them, nobody files or closes them with `bd`, and patrols
+leave thousands of near-identical ones. A close that machinery wrote on an ordinary bead (the reaper's
+auto-close, a squash) gives no `bead_close` example either. Machinery beads still count as blockers of
+the beads they block and are shown with their status. With `machinery="include"` only wisps are left
+out, as before the filter existed.
 
 Groups (the split unit): `bead:<id>` for single-bead tasks, `triage:<rig>:<k>` for triage sets (`(town)`
 for town beads). A bead shown in a triage set may also appear in single-bead examples that land in another
@@ -51,6 +55,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from gastown_ft.corpus.examples import BASH_TOOL, assistant, make_example, tool_call, user
+from gastown_ft.corpus.machinery import MODES, classify, machinery_close
 from gastown_ft.corpus.roles import role_from_actor
 
 TASKS = ("bead_create", "bead_update", "bead_close", "bead_deps", "bead_triage")
@@ -393,7 +398,9 @@ def dep_add_command(a: str, k: str, b: str) -> str:
     return f"bd dep add {a} {b}" + ("" if k == "blocks" else f" --type {k}")
 
 
-def _single(row: dict[str, Any], meta: dict[str, Any], index: _Index) -> Iterator[dict[str, Any]]:
+def _single(
+    row: dict[str, Any], meta: dict[str, Any], index: _Index, *, machinery_closes: bool = True
+) -> Iterator[dict[str, Any]]:
     bead_id = meta["id"]
     path = row.get("path") or ""
     rig = row.get("rig")
@@ -488,6 +495,7 @@ def _single(row: dict[str, Any], meta: dict[str, Any], index: _Index) -> Iterato
         and reason.lower() not in ("closed", "close", "done")
         and len(reason) <= REASON_CHARS
         and itype not in NOT_CLOSED_BY_HAND
+        and (machinery_closes or machinery_close(meta) is None)
     ):
         cmd = f"bd close {bead_id} --reason {dq(reason)}"
         yield ex(
@@ -670,12 +678,14 @@ def _triage(
 
 
 def build_bead_examples(
-    rows: Iterable[dict[str, Any]], *, triage_sets: int = 20, seed: int = 0
+    rows: Iterable[dict[str, Any]], *, triage_sets: int = 20, seed: int = 0, machinery: str = "exclude"
 ) -> Iterator[dict[str, Any]]:
     """Chat examples about the beads in `rows` (document rows of source "beads", scrubbed).
 
     Single-bead examples come first, in row order, then up to `triage_sets` triage sets per bead file
     (drawn with `seed`). Deterministic: the same rows and arguments give the same examples.
+    `machinery` ("exclude" / "include", see the module doc) decides whether machinery beads and
+    machinery closes give examples.
 
     Split note: single-bead examples are grouped by `bead:<id>`, triage sets by `triage:<rig>:<k>`, so a
     bead shown in a triage set may also be the subject of single-bead examples in another split.
@@ -688,11 +698,15 @@ def build_bead_examples(
         if not isinstance(meta.get("id"), str) or not meta["id"] or meta.get("status") == "tombstone":
             continue
         beads.append((row, meta))
-    index = _Index(beads)  # wisps included: they can be the blockers of other beads
+    if machinery not in MODES:
+        raise ValueError(f"machinery must be one of {MODES}, not {machinery!r}")
+    include = machinery == "include"
+    index = _Index(beads)  # machinery included: it can block other beads
     files: dict[tuple[str | None, str], list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
     for row, meta in beads:
-        if is_ephemeral(meta):
+        left_out = is_ephemeral(meta) if include else classify(meta) is not None
+        if left_out:
             continue
-        yield from _single(row, meta, index)
+        yield from _single(row, meta, index, machinery_closes=include)
         files[(row.get("rig"), row.get("path") or "")].append((row, meta))
     yield from _triage(files, index, triage_sets, seed)

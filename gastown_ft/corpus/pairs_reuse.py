@@ -30,6 +30,7 @@ from gastown_ft.corpus import (
     dedup,
     examples,
     grammar,
+    machinery,
     pairs,
     pairs_beads,
     pairs_conventions,
@@ -86,12 +87,20 @@ def builder_version(cfg: CorpusConfig) -> str:
     return reuse.fingerprint(
         "pairs",
         reuse.code_version(
-            pairs, pairs_formulas, pairs_beads, pairs_conventions, pairs_transcripts, examples, grammar
+            pairs,
+            pairs_formulas,
+            pairs_beads,
+            machinery,
+            pairs_conventions,
+            pairs_transcripts,
+            examples,
+            grammar,
         ),
         reuse.code_version(dedup, splits, reuse, sys.modules[__name__]),
         cfg.critical_boost,
         cfg.max_tokens,
         cfg.include_low_quality,
+        cfg.machinery,
         NUM_PERM,
     )
 
@@ -109,7 +118,7 @@ def _build_unit(source: str, rows: list[dict[str, Any]], cfg: CorpusConfig) -> l
     if source == "formulas":
         return list(pairs_formulas.build_formula_examples(rows, critical_boost=cfg.critical_boost))
     if source == "beads":
-        return list(pairs_beads.build_bead_examples(rows))
+        return list(pairs_beads.build_bead_examples(rows, machinery=cfg.machinery))
     if source == "conventions":
         return list(pairs_conventions.build_convention_examples(rows))
     return list(

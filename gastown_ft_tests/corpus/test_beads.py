@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from gastown_ft.config import TownConfig
 from gastown_ft.corpus.beads import read_beads, render_bead
@@ -132,3 +135,133 @@ def test_render_is_readable():
         }
     )
     assert text.splitlines()[0] == "gt-0anl: Title" and "## description\nBody" in text
+
+
+# ---------------------------------------------------------------------------------------------------
+# repeated ids and rows of the wrong shape
+
+
+def reasons(log: ReadLog) -> Counter:
+    return Counter(q.reason for q in log.quarantined)
+
+
+def test_identical_repeats_are_deduplicated_not_quarantined(tmp_path):
+    row = {"id": "al-1", "title": "Fix", "status": "open", "updated_at": "2026-01-01T00:00:00Z"}
+    other = {"id": "al-2", "title": "Other", "status": "open"}
+    jsonl(tmp_path / "town/alpha/.beads/issues.jsonl", [row, other, row, json.dumps(row, indent=None), row])
+    docs, log = read(tmp_path / "town")
+    assert sorted(docs) == ["al-1", "al-2"]
+    assert not log.quarantined
+    assert log.skipped["identical_duplicate_row"] == 3
+
+
+def test_conflicting_versions_keep_the_newest(tmp_path):
+    rows = [
+        {"id": "al-1", "title": "Fix v2", "status": "closed", "updated_at": "2026-02-01T10:00:00Z"},
+        {"id": "al-1", "title": "Fix v1", "status": "open", "updated_at": "2026-01-01T10:00:00+00:00"},
+        {"id": "al-1", "title": "Fix v1", "status": "open", "updated_at": "2026-01-01T10:00:00+00:00"},
+        {"id": "al-2", "title": "Tie a", "status": "open", "updated_at": "2026-01-05 08:00:00"},
+        {"id": "al-2", "title": "Tie b", "status": "open", "updated_at": "2026-01-05 08:00:00"},
+        {"id": "al-3", "title": "Deleted later", "status": "open", "updated_at": "2026-01-01T00:00:00Z"},
+        {"id": "al-3", "title": "Deleted later", "status": "tombstone", "updated_at": "2026-01-09T00:00:00Z"},
+        {"id": "al-4", "title": "No time", "status": "open"},
+        {"id": "al-4", "title": "Has time", "status": "open", "updated_at": "2025-12-01T00:00:00Z"},
+    ]
+    jsonl(tmp_path / "town/alpha/.beads/issues.jsonl", rows)
+    docs, log = read(tmp_path / "town")
+    assert sorted(docs) == ["al-1", "al-2", "al-4"]
+    assert docs["al-1"].meta["title"] == "Fix v2" and docs["al-1"].meta["line"] == 1
+    assert docs["al-2"].meta["title"] == "Tie b"  # same updated_at: the later line
+    assert docs["al-4"].meta["title"] == "Has time"  # a missing updated_at is the oldest
+    assert log.skipped["identical_duplicate_row"] == 1 and log.skipped["tombstone"] == 1
+    superseded = {q.line: q for q in log.quarantined if q.reason == "superseded_version"}
+    assert sorted(superseded) == [2, 4, 6, 8] and reasons(log) == {"superseded_version": 4}
+    assert "bead al-1" in superseded[2].detail and "line 1" in superseded[2].detail
+    assert "2026-02-01T10:00:00Z" in superseded[2].detail
+    assert "same updated_at" in superseded[4].detail
+    assert all(q.path == "alpha/.beads/issues.jsonl" and q.rig == "alpha" for q in superseded.values())
+
+
+def test_rows_of_the_wrong_type_are_quarantined_naming_the_field(tmp_path):
+    rows = [
+        {"id": "al-1", "title": 42, "status": "open"},
+        {"id": "al-2", "title": "Fine", "status": "opn"},
+        {"id": "al-3", "title": "Fine", "status": "open", "priority": 7},
+        {"id": "al-4", "title": "Fine", "status": "open", "labels": "bug"},
+        {"id": "al-5", "title": "Fine", "status": "open", "dependencies": ["al-1"]},
+        {"id": "al-6", "title": "Fine", "status": "open", "assignee": ["a", "b"]},
+        {"id": "al-7", "title": "Fine", "status": "open", "priority": True},
+        {"id": "al-8", "title": None, "status": "open", "priority": "P1", "labels": None},
+        {"id": "al-9", "title": "Fine", "status": "in_review"},
+    ]
+    jsonl(tmp_path / "town/alpha/.beads/issues.jsonl", rows)
+    docs, log = read(tmp_path / "town")
+    assert sorted(docs) == ["al-8"]
+    by_line = {q.line: q for q in log.quarantined}
+    assert {n: q.reason for n, q in by_line.items()} == {
+        1: "invalid_title",
+        2: "invalid_status",
+        3: "invalid_priority",
+        4: "invalid_labels",
+        5: "invalid_dependencies",
+        6: "invalid_assignee",
+        7: "invalid_priority",
+        9: "invalid_status",
+    }
+    assert "title is a number (42), expected text" in by_line[1].detail and "al-1" in by_line[1].detail
+    assert 'status "opn" is not a bd status' in by_line[2].detail
+
+
+def test_custom_statuses_of_a_backup_are_known(tmp_path):
+    b = tmp_path / "town/beta/.beads/backup"
+    jsonl(b / "issues.jsonl", [{"id": "be-1", "title": "Review me", "status": "in_review", "priority": 2}])
+    jsonl(b / "config.jsonl", [{"key": "status.custom", "value": "in_review:active,qa:wip"}])
+    (b / "backup_state.json").write_text("{}")
+    docs, log = read(tmp_path / "town")
+    assert list(docs) == ["be-1"] and not log.quarantined
+    (b / "config.jsonl").unlink()
+    (b.parent / "config.yaml").write_text('status.custom: "in_review:active"\n')
+    docs, log = read(tmp_path / "town")
+    assert list(docs) == ["be-1"] and not log.quarantined
+
+
+@pytest.mark.shared
+def test_real_exports_pass_the_checks(shared_samples):
+    """Every row of the real exports is well-formed: the checks quarantine none of them."""
+    log = ReadLog()
+    docs = list(
+        read_beads(TownScan(TownConfig(root=shared_samples, claude_projects_dir=shared_samples / "x")), log)
+    )
+    if not docs:
+        pytest.skip("no beads export under ../shared/gastown-samples")
+    assert not log.quarantined, log.quarantined[:5]
+    assert not log.skipped.get("identical_duplicate_row")
+
+
+@pytest.mark.shared
+def test_repeats_of_real_rows(shared_samples, tmp_path):
+    """A real export with every row repeated (as a union merge of two clones leaves it) and a newer
+    version of a few rows: the same beads come out, the repeats are counted and the conflicts listed."""
+    exports = sorted(shared_samples.glob("*/history/*/.beads/issues.jsonl"))
+    if not exports:
+        pytest.skip("no bd export under ../shared/gastown-samples/*/history")
+    source = exports[0]
+    lines = [ln for ln in source.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    newer = []
+    for ln in lines[:3]:
+        row = json.loads(ln)
+        newer.append(
+            json.dumps(row | {"title": row["title"] + " (edited)", "updated_at": "2099-01-01T00:00:00Z"})
+        )
+    target = tmp_path / "town/rig/.beads/issues.jsonl"
+    target.parent.mkdir(parents=True)
+    target.write_text("\n".join(lines + lines + newer) + "\n", encoding="utf-8")
+    docs, log = read(tmp_path / "town")
+    rows = [json.loads(ln) for ln in lines]
+    assert set(docs) == {r["id"] for r in rows if r.get("status") != "tombstone"}
+    assert log.skipped["identical_duplicate_row"] == len(lines)
+    assert reasons(log) == {"superseded_version": 3}
+    assert sorted(q.line for q in log.quarantined) == [1, 2, 3]
+    edited = [json.loads(ln)["id"] for ln in newer]
+    assert all(docs[i].meta["title"].endswith("(edited)") for i in edited)
+    assert [docs[i].meta["line"] for i in edited] == [2 * len(lines) + k for k in (1, 2, 3)]
