@@ -2,11 +2,20 @@
 
 `Scrubber().scrub(text)` finds secrets (API tokens, private keys, JWTs, passwords in URLs, flags,
 assignments and config keys, high-entropy values under key-like names) and personal data (emails,
-phone numbers, usernames in home paths, public IPv4 addresses) and replaces each with a placeholder:
-`<SECRET:github_token>`, `<SECRET:password>`, `<EMAIL>`, `<PHONE>`, `<USER>`, `<IP>`. Within one
-document the same value always gets the same placeholder and different values of one kind are
-numbered (`<EMAIL>`, `<EMAIL_2>`, ...). Placeholders are never detected again, so scrubbing is
+phone numbers, usernames in home paths, public IPv4 and IPv6 addresses) and replaces each with a
+placeholder: `<SECRET:github_token>`, `<SECRET:password>`, `<EMAIL>`, `<PHONE>`, `<USER>`, `<IP>`.
+Within one document the same value always gets the same placeholder and different values of one kind
+are numbered (`<EMAIL>`, `<EMAIL_2>`, ...). Placeholders are never detected again, so scrubbing is
 idempotent.
+
+People learned from the whole corpus (identities.py: home paths, emails, git authors, actor fields,
+crew members) are handed in as `Scrubber(identities=...)`; every form of such a person becomes the
+same `person-N` in every document, ahead of the per-document `<USER>` and `<EMAIL>`.
+
+IPv6: an address is replaced when it is a global unicast address (2000::/3, `ipaddress.is_global`:
+so not the 2001:db8::/32 documentation range) or an IPv4-mapped address of a public IPv4 address.
+Loopback (::1), unspecified (::), link-local (fe80::/10), unique-local (fc00::/7) and multicast
+addresses name no one outside the machine or its network and are kept, like private IPv4 addresses.
 
 Where a secret cannot be removed safely (a private key block without its END line, or a secret
 pattern that still matches after replacement) the result's `unsafe` names the reason, and the caller
@@ -30,7 +39,8 @@ Sources of the patterns:
   username/password pair pattern is scrubadub's CredentialDetector regex, kept to one line. Its
   email regex is not used: it also matches `look at file.txt` ("x at y.z").
 - Our own: Hugging Face, Anthropic, Google, GitLab and newer GitHub token shapes, home-path and
-  Claude Code project-dir usernames, public IPv4 (via `ipaddress.is_global`), the placeholders.
+  Claude Code project-dir usernames, public IPv4 and IPv6 (via `ipaddress.is_global`), learned
+  people (identities.py), the placeholders.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import copy
 import ipaddress
 import json
 import math
@@ -47,8 +58,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import phonenumbers
+
+if TYPE_CHECKING:
+    from gastown_ft.corpus.identities import IdentityMap
 
 __all__ = ["ScrubResult", "Scrubber", "scrub_jsonl", "placeholder", "SECRET_KINDS"]
 
@@ -83,6 +98,7 @@ _P_KEY = 100
 _P_TOKEN = 90
 _P_URLPW = 80
 _P_BEARER = 75
+_P_PERSON = 72  # a learned person: above the per-document user, email and credential-pair findings
 _P_CRED = 70
 _P_ASSIGN = 60
 _P_EMAIL = 50
@@ -346,6 +362,11 @@ _USER_ENV = re.compile(
     r"(?P<u>[A-Za-z0-9._\-]{1,64})(?![A-Za-z0-9._\-])"
 )
 
+# IPv6 from a `:hhhh:` pair (a literal ':' prefix), then widened over hex digits, colons and dots.
+_V6_PAIR = re.compile(r":[0-9A-Fa-f]{0,4}:")
+_V6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+_V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
 # Numbers. IPv4 from its first dot; phones from the separator before the last four digits.
 _IP_TAIL = re.compile(r"\.(?<=\d\.)\d{1,3}\.\d{1,3}\.\d{1,3}(?!\d|\.\d|[A-Za-z_])")
 _IP_VERSION_CTX = re.compile(
@@ -493,9 +514,15 @@ def _personal_login(user: str, generic: frozenset[str]) -> bool:
     return not any(part in _SERVICE_WORDS for part in re.split(r"[_\-.+]", low))
 
 
+# A learned person's placeholder (identities.py): never detected again, so scrubbing is idempotent.
+_PERSON_PLACEHOLDER = re.compile(r"person-\d+")
+
+
 def _is_placeholder_value(v: str) -> bool:
     s = v.strip()
     if not s:
+        return True
+    if _PERSON_PLACEHOLDER.fullmatch(s):
         return True
     if s[0] in "$%<" or s.startswith(("{{", "${", "%(", "{$")):
         return True
@@ -523,6 +550,8 @@ class Scrubber:
         Off by default: the corpus residue check treats every such address as residue.
     generic_users: account names that are not personal (root, postgres, runner, ...).
     phone_region: the region for numbers written without a country code.
+    identities: people learned from the whole corpus (identities.IdentityMap); each of their forms
+        becomes its `person-N` placeholder. None: only the per-document detectors run.
     """
 
     def __init__(
@@ -536,6 +565,7 @@ class Scrubber:
         allow_email_domains: Iterable[str] = (),
         generic_users: Iterable[str] = _GENERIC_USERS,
         phone_region: str = "US",
+        identities: IdentityMap | None = None,
     ) -> None:
         self.emails = emails
         self.phones = phones
@@ -548,6 +578,16 @@ class Scrubber:
         )
         self.generic_users = frozenset(generic_users)
         self.phone_region = phone_region
+        self.identities = identities
+        # What the scrubbed text depends on (the stage's cache key reads the plain attributes).
+        self.identity_fingerprint = identities.fingerprint if identities is not None else ""
+
+    def with_identities(self, identities: IdentityMap | None) -> Scrubber:
+        """A copy of this scrubber that also replaces the people of `identities`."""
+        other = copy.copy(self)
+        other.identities = identities
+        other.identity_fingerprint = identities.fingerprint if identities is not None else ""
+        return other
 
     # ---- public -------------------------------------------------------------------------------
 
@@ -575,11 +615,17 @@ class Scrubber:
             self._emails(text, add)
         if self.users:
             self._users(text, add)
+        if self.identities is not None:
+            self.identities.find(text, lambda f: add((f[0], f[1], _P_PERSON, "person", f[2])), lower)
         if self.ips and "." in text:
             self._ipv4(text, add)
+        if self.ips and ":" in text:
+            self._ipv6(text, add)
         if self.phones:
             self._phone_numbers(text, add)
 
+        if spans and self.identities is not None:
+            spans = _people_outside_emails(spans)
         if spans:
             out, counts = self._apply(text, spans)
         else:
@@ -810,7 +856,12 @@ class Scrubber:
                 at = m.start()
                 chunk = text[at - 32 if at > 32 else 0 : at]
                 user = _drop_escape(text, at, chunk[len(chunk.rstrip(_IDENT_CHARS)) :]).lstrip(".-")
-                if user and user[0].isalpha() and user.lower() not in self.generic_users:
+                if (
+                    user
+                    and user[0].isalpha()
+                    and user.lower() not in self.generic_users
+                    and not _is_placeholder_value(user)
+                ):
                     add((at - len(user), at, _P_USER, "user", user))
 
     def _users(self, text: str, add) -> None:
@@ -820,13 +871,18 @@ class Scrubber:
             if needle in text:
                 for m in pat.finditer(text):
                     u = m.group("u").rstrip(".")
-                    if u and u.lower() not in generic and not u.startswith("."):
+                    if (
+                        u
+                        and u.lower() not in generic
+                        and not u.startswith(".")
+                        and not _is_placeholder_value(u)
+                    ):
                         add((m.start("u"), m.start("u") + len(u), _P_USER, "user", u))
                         known.append(u)
         if "Users\\" in text:
             for m in _WIN_USERS.finditer(text):
                 u = m.group("u")
-                if u.lower() not in generic:
+                if u.lower() not in generic and not _is_placeholder_value(u):
                     add((m.start("u"), m.end("u"), _P_USER, "user", u))
                     known.append(u)
         if "-home-" in text or "-Users-" in text:
@@ -847,7 +903,7 @@ class Scrubber:
                         break
                 else:
                     u = m.group("u")
-                    if u.lower() not in generic:
+                    if u.lower() not in generic and not _is_placeholder_value(u):
                         add((s, m.end("u"), _P_USER, "user", u))
         if "USER" in text or "LOGNAME" in text:
             for m in _USER_ENV.finditer(text):
@@ -873,6 +929,36 @@ class Scrubber:
             if _IP_VERSION_CTX.search(text, b - 24 if b > 24 else 0, b):
                 continue
             add((b, m.end(), _P_NUMBER, "ip", ip))
+
+    def _ipv6(self, text: str, add) -> None:
+        n = len(text)
+        pos = 0
+        while True:
+            m = _V6_PAIR.search(text, pos)
+            if m is None:
+                return
+            s, e = m.start(), m.end()
+            while s > 0 and text[s - 1] in _V6_CHARS and text[s - 1] != ".":
+                s -= 1
+            while e < n and text[e] in _V6_CHARS:
+                e += 1
+            pos = e
+            cand = text[s:e].rstrip(".")
+            if (s > 0 and (text[s - 1] in _WORDCH or text[s - 1] == ".")) or (
+                s + len(cand) < n and text[s + len(cand)] in _WORDCH
+            ):
+                continue
+            try:
+                addr = ipaddress.IPv6Address(cand)
+            except ValueError:
+                continue
+            mapped = addr.ipv4_mapped
+            if mapped is not None:
+                public = mapped.is_global
+            else:
+                public = addr in _V6_GLOBAL_UNICAST and addr.is_global
+            if public:
+                add((s, s + len(cand), _P_NUMBER, "ip", addr.compressed))
 
     def _phone_numbers(self, text: str, add) -> None:
         cands: list[tuple[int, int]] = []
@@ -953,12 +1039,15 @@ class Scrubber:
         parts: list[str] = []
         pos = 0
         for s, e, kind, key in taken:
-            ids = numbering.setdefault(kind, {})
-            n = ids.get(key)
-            if n is None:
-                n = ids[key] = len(ids) + 1
             parts.append(text[pos:s])
-            parts.append(placeholder(kind, n))
+            if kind == "person":  # the corpus-wide placeholder of a learned person
+                parts.append(key)
+            else:
+                ids = numbering.setdefault(kind, {})
+                n = ids.get(key)
+                if n is None:
+                    n = ids[key] = len(ids) + 1
+                parts.append(placeholder(kind, n))
             pos = e
             counts[kind] += 1
         parts.append(text[pos:])
@@ -986,6 +1075,26 @@ class Scrubber:
 
 
 SECRET_KINDS_SET = frozenset(SECRET_KINDS) | {"email"}
+
+
+def _people_outside_emails(
+    spans: list[tuple[int, int, int, str, str]],
+) -> list[tuple[int, int, int, str, str]]:
+    """Spans without the learned names that sit inside a larger email address (`x@brandt.dev` for a
+    person Brandt): replaced alone they would leave an address behind; the email's own span wins."""
+    emails = sorted((s, e) for s, e, _p, kind, _k in spans if kind == "email")
+    if not emails:
+        return spans
+    starts = [s for s, _e in emails]
+    kept = []
+    for span in spans:
+        s, e, _p, kind, _k = span
+        if kind == "person":
+            i = bisect.bisect_right(starts, s) - 1
+            if i >= 0 and emails[i][1] >= e and emails[i] != (s, e):
+                continue
+        kept.append(span)
+    return kept
 
 
 # --------------------------------------------------------------------------------------------------

@@ -937,6 +937,41 @@ def test_empty_and_clean_text() -> None:
     assert res.text == "gt prime\nbd ready" and not res.counts and res.unsafe is None and not res.changed
 
 
+# ---- IPv6 ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("dial 2606:4700:4700::1111 now", "dial <IP> now"),  # public (global unicast)
+        ("[2a00:1450:4001:82a::200e]:443", "[<IP>]:443"),
+        ("from 2001:4860:4860:0:0:0:0:8888.", "from <IP>."),  # full form, sentence end
+        ("mapped ::ffff:8.8.8.8 here", "mapped <IP> here"),  # IPv4-mapped public address
+        ('{"addr":"2606:4700:4700::1001","lo":"::1"}', '{"addr":"<IP>","lo":"::1"}'),
+    ],
+)
+def test_public_ipv6_is_scrubbed(text: str, expected: str) -> None:
+    res = SCRUBBER.scrub(text)
+    assert res.text == expected and set(res.counts) == {"ip"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "curl http://[::1]:8080/health",  # loopback
+        "listen :: and 0:0:0:0:0:0:0:0",  # unspecified
+        "fe80::1%eth0 and fe80::a00:27ff:fe4e:66a1",  # link-local
+        "fd12:3456:789a::1 on the VPN",  # unique-local (private)
+        "ff02::1 all nodes",  # multicast
+        "docs use 2001:db8::1 and 2001:db8:85a3::8a2e:370:7334",  # documentation range
+        "mapped ::ffff:10.0.0.1",  # IPv4-mapped private address
+        "at 12:34:56, mac aa:bb:cc:dd:ee:ff, std::vector<int>, a::b::c, sha 16:27:ac:a5:76:28:2d:36",
+        "ssh-ed25519 fingerprint SHA256:2001:4860 and `dead::beef`",
+    ],
+)
+def test_ipv6_that_names_no_one_is_kept(text: str) -> None:
+    res = SCRUBBER.scrub(text)
+    assert res.text == text and not res.counts
+
+
 # ---- unsafe / quarantine --------------------------------------------------------------------------------
 def test_private_key_without_end_is_unsafe_and_removed() -> None:
     truncated = "\n".join(PEM.splitlines()[:8])  # a transcript cut mid-key
