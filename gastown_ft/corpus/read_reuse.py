@@ -33,8 +33,17 @@ _READER_MODULES = (
 
 def _reader_modules(source: str) -> list[str]:
     reader = READERS[source]
-    mods = [*_READER_MODULES, reader.__module__]
+    # A reader that dispatches (beads: JSONL or Dolt) names the modules it depends on.
+    extra = getattr(sys.modules[reader.__module__], "READER_MODULES", ())
+    mods = [*_READER_MODULES, reader.__module__, *extra]
     return [m for m in mods if m in sys.modules]
+
+
+def _live_state(town: TownConfig, scan: TownScan, source: str) -> list:
+    """Input a reader takes from a server, not a file (beads from Dolt): a part of its fingerprint."""
+    live = getattr(sys.modules[READERS[source].__module__], "live_input_state", None)
+    state = live(town, scan) if live is not None else None
+    return [] if state is None else [state]
 
 
 def source_fingerprint(town: TownConfig, scan: TownScan, source: str) -> str:
@@ -52,4 +61,5 @@ def source_fingerprint(town: TownConfig, scan: TownScan, source: str) -> str:
         sorted((str(i.path), i.reason, i.is_dir) for i in scan.issues),
         scan.excluded,
         reuse.stamps(files),
+        *_live_state(town, scan, source),
     )

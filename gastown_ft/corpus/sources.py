@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from gastown_ft.corpus.beads import is_issues_file, read_beads
+from gastown_ft.corpus.beads import is_issues_file
+from gastown_ft.corpus.beads_source import read_beads_from_source
 from gastown_ft.corpus.conventions import is_convention_file, read_conventions
 from gastown_ft.corpus.documents import Document, ReadLog
 from gastown_ft.corpus.events import is_events_file, read_events
@@ -17,7 +18,7 @@ Reader = Callable[[TownScan, ReadLog], Iterator[Document]]
 
 READERS: dict[str, Reader] = {
     "formulas": read_formulas,
-    "beads": read_beads,
+    "beads": read_beads_from_source,  # JSONL exports or the Dolt server, per town.beads_source
     "conventions": read_conventions,
     "transcripts": read_transcripts,
     "events": read_events,
