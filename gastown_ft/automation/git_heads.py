@@ -1,4 +1,4 @@
-"""Each rig's git HEAD (commit and branch), read from the files under .git without running git.
+"""Each rig's git HEAD (its canonical clone's: commit and branch), read from the files under .git.
 
 Reading `.git/HEAD`, the loose ref and `packed-refs` costs a few small reads per rig, where
 `git rev-parse` costs a process; the `git` executable is the fallback for what the files cannot
@@ -7,14 +7,13 @@ answer (the reftable ref format). A rig that cannot be read gets an error, never
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from gastown_ft.config import TownConfig
-from gastown_ft.corpus.scan import TOWN_DIRS
+from gastown_ft.corpus.scan import discover_rigs
 
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1 or SHA-256 object ids
 _MAX_SYMREF_DEPTH = 5
@@ -140,21 +139,9 @@ def read_git_head(repo: Path) -> GitHead | None:
 
 
 def rig_dirs(town: TownConfig) -> dict[str, Path]:
-    """The town's rigs (name -> directory) with the same rules as corpus.scan.TownScan.
+    """The town's rigs (name -> the repository whose HEAD is the rig's commit), found as
+    corpus.scan.TownScan finds them: `mayor/rigs.json` or the layout, and each rig's canonical clone
+    `<rig>/mayor/rig` (the rig directory itself for a flat rig).
 
     Raises OSError when the town root itself cannot be listed."""
-    root = Path(os.path.expanduser(str(town.root)))
-    out: dict[str, Path] = {}
-    for e in sorted(os.scandir(root), key=lambda e: e.name):
-        if e.name.startswith(".") or e.name in TOWN_DIRS:
-            continue
-        if town.rigs and e.name not in town.rigs:
-            continue
-        if e.name in town.exclude_rigs:
-            continue
-        try:
-            if e.is_dir():
-                out[e.name] = Path(e.path)
-        except OSError:
-            continue
-    return out
+    return {name: d.clone for name, d in discover_rigs(town).rigs.items()}

@@ -1,8 +1,14 @@
 """Conventions: the texts that tell agents how to behave in a town.
 
 CLAUDE.md / AGENTS.md (at any level), role templates (`*.md.tmpl`), `.claude/commands`, skills,
-role configs (`config/roles/*.toml`), formula overlays, `gt prime` text and docs. Each file is one
-document whose kind says which of these it is, with the role it speaks to where that is clear.
+role configs (`config/roles/*.toml`), role directives, formula overlays, `gt prime` text and docs.
+Each file is one document whose kind says which of these it is, with the role it speaks to where that
+is clear.
+
+Directives (`directives/<role>.md`) and formula overlays (`formula-overlays/<formula>.toml`) are the
+operator's policy (directives-and-overlays.md in gastown), at town level (`<town>/directives/`) or rig
+level (`<town>/<rig>/directives/`). Their meta says the role, the scope ("town" or the rig) and how the
+two levels combine: directives concatenate (the rig's last), a rig overlay replaces the town's.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from gastown_ft.corpus.scan import TownScan
 
 SOURCE = "conventions"
 _ROLE_WORD = re.compile(r"[a-z]+")
+DIRECTIVES_DIR = "directives"
+OVERLAYS_DIR = "formula-overlays"
 
 
 def convention_kind(path: Path) -> str | None:
@@ -33,6 +41,8 @@ def convention_kind(path: Path) -> str | None:
         return "claude_md"
     if name in ("AGENTS.md", "AGENT_INSTRUCTIONS.md") or lower.endswith("-agents.md"):
         return "agents_md"
+    if lower.endswith(".md") and len(parts) >= 2 and parts[-2] == DIRECTIVES_DIR:
+        return "directive"
     if lower.endswith(".md.tmpl"):
         return "role_template" if "roles" in parts else "message_template"
     if lower.endswith(".md") and "commands" in parts:
@@ -41,7 +51,7 @@ def convention_kind(path: Path) -> str | None:
         return "skill"
     if lower.endswith(".toml") and "roles" in parts and "config" in parts:
         return "role_config"
-    if lower.endswith(".toml") and ("formula-overlays" in parts or "contrib-harnesses" in parts):
+    if lower.endswith(".toml") and (OVERLAYS_DIR in parts or "contrib-harnesses" in parts):
         return "formula_overlay"
     if name == "PRIME.md":
         return "prime"
@@ -71,17 +81,53 @@ def role_of(rel: str) -> str | None:
     return None
 
 
+def policy_scope(rel: str, rig: str | None) -> str | None:
+    """Where a directive or overlay applies: "town" (`directives/x.md`), the rig (`<rig>/directives/x.md`),
+    or None for one inside a repository (an example, a contrib harness)."""
+    parts = rel.split("/")
+    if len(parts) == 2 and parts[0] in (DIRECTIVES_DIR, OVERLAYS_DIR):
+        return "town"
+    if rig and len(parts) == 3 and parts[0] == rig and parts[1] in (DIRECTIVES_DIR, OVERLAYS_DIR):
+        return rig
+    return None
+
+
+def _policy_meta(kind: str, rel: str, rig: str | None, role: str | None, overlays: dict) -> dict:
+    scope = policy_scope(rel, rig)
+    if scope is None:
+        return {}
+    meta: dict = {"scope": scope, "role": role}
+    name = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    if kind == "directive":
+        meta["precedence"] = "concatenate"  # town text, then the rig's: the rig has the last word
+    else:
+        meta["formula"] = name
+        meta["precedence"] = "replace"  # a rig overlay replaces the town's for that formula
+        if scope == "town":
+            meta["replaced_in"] = sorted(r for (r, f) in overlays if f == name and r != "town")
+    return meta
+
+
 def read_conventions(scan: TownScan, log: ReadLog) -> Iterator[Document]:
-    for path in sorted(scan.matching(is_convention_file, log, SOURCE)):
+    paths = sorted(scan.matching(is_convention_file, log, SOURCE))
+    overlays = {
+        (scope, p.name.rsplit(".", 1)[0])
+        for p in paths
+        if convention_kind(p) == "formula_overlay"
+        and (scope := policy_scope(scan.rel(p), scan.provenance(p)[0])) is not None
+    }
+    for path in paths:
         kind = convention_kind(path)
         rel = scan.rel(path)
         rig, commit = scan.provenance(path)
+        # Inside a canonical clone the role comes from the repo path (not from `mayor/rig`).
+        role = role_of(scan.path_in_repo(path))
         text = read_text(
             path, log, SOURCE, max_bytes=scan.max_bytes, rel=rel, rig=rig, strict=path.suffix == ".toml"
         )
         if text is None:
             continue
-        meta: dict = {"kind": kind, "file": path.name}
+        meta: dict = {"kind": kind, "file": path.name, **_policy_meta(kind, rel, rig, role, overlays)}
         if path.suffix == ".toml":
             try:
                 meta["parsed"] = tomllib.loads(text)
@@ -104,7 +150,7 @@ def read_conventions(scan: TownScan, log: ReadLog) -> Iterator[Document]:
             rig=rig,
             commit=commit,
             mtime=file_mtime(path),
-            role=role_of(rel),
+            role=role,
             key=rel,
             meta=meta,
         )

@@ -1,13 +1,23 @@
 """Find a town's rigs and files once, with exclusions applied and walk problems recorded.
 
-Layout (see ../shared/gastown-reference/README.md): the town root holds `mayor/`, `deacon/`,
-`.beads/` (town beads and formulas), `.events.jsonl` and `logs/town.log`; every other top-level
-directory is a rig (a git repo with its own `.beads/`, polecats/, crew/, CLAUDE.md, ...).
+Layout (../shared/gastown-samples/gastown/docs/design/architecture.md, "Directory Structure"): the
+town root holds `mayor/` (with `rigs.json`, the rig registry), `deacon/`, `.beads/` (town beads, `hq-`
+ids, `routes.jsonl`, town formulas), `directives/`, `formula-overlays/`, `.events.jsonl` and
+`logs/town.log`. A rig `<town>/<rig>/` is not a git clone: its canonical clone is `<rig>/mayor/rig`
+(the rig's `.beads/` and its HEAD live there); `<rig>/refinery/rig` and `<rig>/polecats/<name>/<rig>`
+are git worktrees of it and `<rig>/crew/<name>` are full clones. Those copies are not walked, so no
+bead, formula or convention is read twice (transcripts are found by project folder, not here).
+
+Rigs come from `mayor/rigs.json`; without it every other top-level directory is a rig. A flat rig
+(a git clone at the top level, the layout of older towns and small fixtures) is its own clone.
+A `.beads/redirect` stub is followed to the directory it names, which is read once (and not at all
+when the walk already read it); the stub's own beads are never read.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterable
@@ -18,10 +28,34 @@ from gastown_ft.config import TownConfig
 from gastown_ft.corpus.documents import ReadLog
 from gastown_ft.corpus.files import os_error_reason
 
-# Town-level directories that are not rigs.
-TOWN_DIRS = frozenset({"mayor", "deacon", "logs", "settings", "plugins", "daemon", "docs"})
+# Town-level directories that are never rigs.
+TOWN_DIRS = frozenset(
+    {
+        "mayor",
+        "deacon",
+        "logs",
+        "settings",
+        "plugins",
+        "daemon",
+        "docs",
+        "directives",
+        "formula-overlays",
+        "config",
+    }
+)
 # Directories never walked: VCS internals and dependency trees, never corpus material.
-SKIP_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", ".dolt"})
+SKIP_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", ".dolt", ".dolt-data"})
+# Names a rig can never have, even when the rig registry lists them.
+RESERVED_NAMES = frozenset(
+    {"mayor", "deacon", "directives", "formula-overlays", "daemon", "logs", "settings"}
+)
+RIGS_REGISTRY = ("mayor", "rigs.json")
+CANONICAL_CLONE = ("mayor", "rig")  # a rig's canonical clone, relative to the rig directory
+# Rig subdirectories where agents keep worktrees and clones of the canonical clone.
+AGENT_DIRS = frozenset({"refinery", "polecats", "crew", "witness"})
+BEADS_DIR = ".beads"
+REDIRECT_FILE = "redirect"
+MAX_REDIRECT_HOPS = 8
 
 # Quarantine source for problems that belong to no reader (a directory symlink loop, ...).
 TOWN_SOURCE = "town"
@@ -30,9 +64,23 @@ TOWN_SOURCE = "town"
 @dataclass(frozen=True)
 class Rig:
     name: str
-    path: Path
-    commit: str | None
+    path: Path  # the rig directory under the town root
+    commit: str | None  # HEAD of the canonical clone
     branch: str | None
+    clone: Path | None = None  # the canonical clone: <rig>/mayor/rig, or the rig itself when flat
+
+    @property
+    def repo(self) -> Path:
+        return self.clone or self.path
+
+
+@dataclass(frozen=True)
+class RigDirs:
+    """Where a rig lies, before its git HEAD is read."""
+
+    name: str
+    path: Path
+    clone: Path
 
 
 @dataclass(frozen=True)
@@ -41,6 +89,35 @@ class WalkIssue:
     reason: str
     detail: str
     is_dir: bool
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A worktree or clone of a rig's canonical clone that the walk left out."""
+
+    path: Path
+    rig: str
+    kind: str  # "worktree" (`.git` is a file) or "clone"
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """A `.beads/redirect` stub and what became of it."""
+
+    stub: Path  # the .beads directory holding the redirect file
+    target: Path | None  # the .beads directory it leads to (after any chain)
+    rig: str | None
+    outcome: str  # "read", "already_read", "excluded", or a problem reason
+
+
+@dataclass
+class RigDiscovery:
+    """The rigs of a town, how they were found, and top-level directories that are not read."""
+
+    rigs: dict[str, RigDirs] = field(default_factory=dict)
+    source: str = "layout"  # "rigs.json" or "layout"
+    left_out: dict[str, str] = field(default_factory=dict)  # top-level dir -> why it is not walked
+    issues: list[WalkIssue] = field(default_factory=list)
 
 
 def git_head(path: Path) -> tuple[str | None, str | None]:
@@ -62,6 +139,121 @@ def git_head(path: Path) -> tuple[str | None, str | None]:
     return parts[0], parts[1]
 
 
+def read_rig_registry(root: Path) -> tuple[list[str] | None, WalkIssue | None]:
+    """Rig names from `mayor/rigs.json` ({"version": 1, "rigs": {name: {...}}}).
+
+    (None, None) when the file is absent; (None, issue) when it cannot be used."""
+    path = root.joinpath(*RIGS_REGISTRY)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = os_error_reason(e) if isinstance(e, OSError) else "bad_utf8"
+        return None, WalkIssue(path, reason, f"cannot read the rig registry: {e}", False)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, WalkIssue(path, "invalid_rigs_json", f"line {e.lineno}: {e.msg}", False)
+    rigs = data.get("rigs") if isinstance(data, dict) else None
+    if not isinstance(rigs, dict):
+        return None, WalkIssue(path, "invalid_rigs_json", "no `rigs` object", False)
+    return sorted(str(n) for n in rigs), None
+
+
+def _rig_shaped(path: Path) -> bool:
+    """A directory laid out like a rig (or a flat rig clone)."""
+    return any(path.joinpath(*p).exists() for p in (CANONICAL_CLONE, (".git",), ("polecats",), ("refinery",)))
+
+
+def _canonical_clone(rig_dir: Path) -> Path:
+    clone = rig_dir.joinpath(*CANONICAL_CLONE)
+    return clone if clone.is_dir() else rig_dir
+
+
+def discover_rigs(config: TownConfig) -> RigDiscovery:
+    """The town's rigs: from `mayor/rigs.json`, else every top-level directory that is not a town one.
+
+    The config's `rigs` / `exclude_rigs` apply on top. Raises OSError when the root cannot be listed."""
+    root = Path(os.path.expanduser(str(config.root)))
+    found = RigDiscovery()
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    registered, issue = read_rig_registry(root)
+    if issue:
+        found.issues.append(issue)
+    if registered is not None:
+        found.source = "rigs.json"
+    dirs: dict[str, Path] = {}
+    for e in entries:
+        try:
+            if e.is_dir():
+                dirs[e.name] = Path(e.path)
+        except OSError:
+            continue
+    if registered is not None:
+        candidates = [n for n in registered if not n.startswith(".") and n not in RESERVED_NAMES]
+        for name in candidates:
+            if name not in dirs:
+                found.issues.append(
+                    WalkIssue(root / name, "missing_rig", "listed in mayor/rigs.json but not on disk", True)
+                )
+        for name, path in dirs.items():
+            if name.startswith(".") or name in TOWN_DIRS or name in candidates:
+                continue
+            if _rig_shaped(path):
+                found.left_out[name] = "not in mayor/rigs.json"
+        names = [n for n in candidates if n in dirs]
+    else:
+        names = [n for n in dirs if not n.startswith(".") and n not in TOWN_DIRS]
+    for name in names:
+        if config.rigs and name not in config.rigs:
+            found.left_out[name] = "not in town.rigs"
+            continue
+        if name in config.exclude_rigs:
+            found.left_out[name] = "in town.exclude_rigs"
+            continue
+        path = dirs[name]
+        found.rigs[name] = RigDirs(name, path, _canonical_clone(path))
+    return found
+
+
+def _redirect_line(text: str) -> str | None:
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line
+    return None
+
+
+def follow_redirect(beads_dir: Path) -> tuple[Path | None, str]:
+    """The `.beads` directory a redirect stub leads to, after any chain: (target, "ok") or (None, why).
+
+    A relative target is taken from the directory that holds the stub's `.beads` (as bd does)."""
+    current = beads_dir
+    visited = {os.path.normpath(beads_dir)}
+    for _ in range(MAX_REDIRECT_HOPS):
+        pointer = current / REDIRECT_FILE
+        if not pointer.is_file():
+            return current, "ok"
+        try:
+            line = _redirect_line(pointer.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return None, "unreadable_redirect"
+        if line is None:
+            return None, "empty_redirect"
+        target = Path(os.path.expanduser(line))
+        if not target.is_absolute():
+            target = current.parent / target
+        target = Path(os.path.normpath(target))
+        if str(target) in visited:
+            return None, "redirect_loop"
+        visited.add(str(target))
+        if not target.is_dir():
+            return None, "redirect_target_missing"
+        current = target
+    return None, "redirect_loop"
+
+
 @dataclass
 class TownScan:
     """One walk of the town (and extra paths); readers filter `files` by their own patterns."""
@@ -69,13 +261,19 @@ class TownScan:
     config: TownConfig
     root: Path = field(init=False)
     rigs: dict[str, Rig] = field(init=False, default_factory=dict)
+    rig_source: str = field(init=False, default="layout")  # "rigs.json" or "layout"
     town_commit: str | None = field(init=False, default=None)
     files: list[Path] = field(init=False, default_factory=list)
     issues: list[WalkIssue] = field(init=False, default_factory=list)
     excluded: int = field(init=False, default=0)
+    copies: list[Copy] = field(init=False, default_factory=list)
+    redirects: list[Redirect] = field(init=False, default_factory=list)
+    left_out: dict[str, str] = field(init=False, default_factory=dict)
+    _redirect_roots: dict[Path, str | None] = field(init=False, default_factory=dict)
+    _stubs: list[Path] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        self.root = Path(self.config.root)
+        self.root = Path(os.path.expanduser(str(self.config.root)))
         self.town_commit, _ = git_head(self.root)
         self.rigs = self._find_rigs()
         self._walk()
@@ -86,32 +284,31 @@ class TownScan:
 
     # -- rigs ---------------------------------------------------------------------------------
     def _find_rigs(self) -> dict[str, Rig]:
-        rigs: dict[str, Rig] = {}
         try:
-            entries = sorted(os.scandir(self.root), key=lambda e: e.name)
+            found = discover_rigs(self.config)
         except OSError:
-            return rigs
-        for e in entries:
-            if e.name.startswith(".") or e.name in TOWN_DIRS:
-                continue
-            try:
-                if not e.is_dir():
-                    continue
-            except OSError:
-                continue
-            if self.config.rigs and e.name not in self.config.rigs:
-                continue
-            if e.name in self.config.exclude_rigs:
-                continue
-            commit, branch = git_head(Path(e.path))
-            rigs[e.name] = Rig(e.name, Path(e.path), commit, branch)
+            return {}
+        self.rig_source = found.source
+        self.left_out = dict(found.left_out)
+        self.issues.extend(found.issues)
+        rigs: dict[str, Rig] = {}
+        for name, d in found.rigs.items():
+            commit, branch = git_head(d.clone)
+            rigs[name] = Rig(name, d.path, commit, branch, d.clone)
         return rigs
 
     def _is_rig_dir_excluded(self, name: str) -> bool:
-        """A top-level directory that is a rig the config leaves out."""
-        if name.startswith(".") or name in TOWN_DIRS:
-            return False
-        return name not in self.rigs
+        """A top-level directory that is a rig the config (or the rig registry) leaves out."""
+        return name in self.left_out
+
+    def beads_dirs_of(self, rig: str) -> list[str]:
+        """Where a rig's beads (and rig-tier formulas) live, as provenance paths."""
+        r = self.rigs.get(rig)
+        if r is None:
+            return []
+        out = [self.rel(r.path / BEADS_DIR), self.rel(r.repo / BEADS_DIR)]
+        out += [self.rel(base) for base, name in self._redirect_roots.items() if name == rig]
+        return list(dict.fromkeys(out))
 
     # -- paths --------------------------------------------------------------------------------
     def rel(self, path: Path) -> str:
@@ -130,6 +327,9 @@ class TownScan:
         )
 
     def rig_of(self, path: Path) -> Rig | None:
+        for base, name in self._redirect_roots.items():
+            if Path(path).is_relative_to(base):
+                return self.rigs.get(name) if name else None
         rel = self.rel(path)
         if rel.startswith("/"):
             return None
@@ -137,11 +337,38 @@ class TownScan:
         return self.rigs.get(top)
 
     def provenance(self, path: Path) -> tuple[str | None, str | None]:
-        """(rig name, git commit) for a file: its rig's HEAD, else the town's."""
+        """(rig name, git commit) for a file: its rig's canonical-clone HEAD, else the town's."""
         rig = self.rig_of(path)
         if rig is not None:
             return rig.name, rig.commit
         return None, self.town_commit
+
+    def path_in_repo(self, path: Path) -> str:
+        """The path inside its rig's canonical clone when it lies there, else the provenance path."""
+        rig = self.rig_of(path)
+        if rig is not None:
+            try:
+                return Path(path).relative_to(rig.repo).as_posix()
+            except ValueError:
+                pass
+        return self.rel(path)
+
+    def _copy_kind(self, directory: Path) -> tuple[str, str] | None:
+        """(rig, "worktree" | "clone") when `directory` is a checkout an agent works in, not the canonical one."""
+        try:
+            parts = directory.relative_to(self.root).parts
+        except ValueError:
+            return None
+        if len(parts) < 3 or parts[0] not in self.rigs or parts[1] not in AGENT_DIRS:
+            return None
+        if directory == self.rigs[parts[0]].repo:
+            return None
+        dotgit = directory / ".git"
+        if dotgit.is_file():
+            return parts[0], "worktree"
+        if dotgit.is_dir():
+            return parts[0], "clone"
+        return None
 
     # -- walking ------------------------------------------------------------------------------
     def _walk(self) -> None:
@@ -156,6 +383,7 @@ class TownScan:
                 self.issues.append(WalkIssue(root, "missing_path", "source path does not exist", True))
                 continue
             self._walk_dir(root, seen_dirs, top=(root == self.root))
+        self._follow_redirects(seen_dirs)
 
     def _walk_dir(self, directory: Path, seen: set[tuple[int, int]], top: bool = False) -> None:
         try:
@@ -189,13 +417,54 @@ class TownScan:
             except OSError as err:
                 self.issues.append(WalkIssue(path, os_error_reason(err), str(err), False))
                 continue
-            if top and is_dir and self._is_rig_dir_excluded(e.name):
+            if not is_dir:
+                self.files.append(path)
+                continue
+            if top and self._is_rig_dir_excluded(e.name):
                 self.excluded += 1
                 continue
-            if is_dir:
-                self._walk_dir(path, seen)
-            else:
-                self.files.append(path)
+            copy = self._copy_kind(path)
+            if copy is not None:
+                self.copies.append(Copy(path, *copy))
+                continue
+            if e.name == BEADS_DIR and (path / REDIRECT_FILE).is_file():
+                self._stubs.append(path)
+                # The stub's beads live elsewhere; formulas beside it are still found from here.
+                if (path / "formulas").is_dir():
+                    self._walk_dir(path / "formulas", seen)
+                continue
+            self._walk_dir(path, seen)
+
+    def _follow_redirects(self, seen: set[tuple[int, int]]) -> None:
+        """Read each redirect target once, after the walk, so a target the walk reached is not read again."""
+        for stub in self._stubs:
+            rig = self.rig_of(stub)
+            rig_name = rig.name if rig else None
+            target, why = follow_redirect(stub)
+            if target is None:
+                self.redirects.append(Redirect(stub, None, rig_name, why))
+                self.issues.append(
+                    WalkIssue(
+                        stub / REDIRECT_FILE, why, f"{self.rel(stub)}/redirect cannot be followed", False
+                    )
+                )
+                continue
+            try:
+                st = target.stat()
+            except OSError as e:
+                self.redirects.append(Redirect(stub, target, rig_name, os_error_reason(e)))
+                self.issues.append(WalkIssue(target, os_error_reason(e), str(e), True))
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                self.redirects.append(Redirect(stub, target, rig_name, "already_read"))
+                continue
+            if self.is_excluded(target):
+                self.excluded += 1
+                self.redirects.append(Redirect(stub, target, rig_name, "excluded"))
+                continue
+            self._redirect_roots[target] = rig_name
+            self.redirects.append(Redirect(stub, target, rig_name, "read"))
+            self._walk_dir(target, seen)
 
     def matching(
         self, predicate: Callable[[Path], bool], log: ReadLog, source: str, extra: Iterable[Path] = ()

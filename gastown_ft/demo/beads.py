@@ -125,7 +125,7 @@ def _agent_bead(bid: str, rig: str, role: str, name: str, at: datetime, hook: st
 def ledger_beads(w: World, fix_sha: str) -> list[Bead]:
     rng = w.rng("beads-ledger")
     rig = w.rigs[0]
-    path = f"{rig.name}/.beads/issues.jsonl"
+    path = f"{rig.clone}/.beads/issues.jsonl"
     p, ids = w.planter, w.ids
     o, helper = w.overseer, w.people[1]
     owner = p.record("email", o.email, path)
@@ -719,7 +719,7 @@ def courier_beads(w: World, merge_sha: str) -> list[Bead]:
     rng = w.rng("beads-courier")
     rig = w.rigs[1]
     C = rig.name
-    base = f"{C}/.beads/backup"
+    base = f"{rig.clone}/.beads/backup"
     p, ids = w.planter, w.ids
     owner = p.record("email", w.overseer.email, f"{base}/issues.jsonl")
     owner3 = p.record("email", w.people[2].email, f"{base}/issues.jsonl")
@@ -989,7 +989,7 @@ def write_backup(w: World, beads: list[Bead]) -> dict[str, str]:
                 )
             )
     # A description edited to remove a pasted token: the old value survives in the audit trail.
-    pat = w.planter.new("github_fine_grained_token", f"{w.rigs[1].name}/.beads/backup/events.jsonl")
+    pat = w.planter.new("github_fine_grained_token", f"{w.rigs[1].clone}/.beads/backup/events.jsonl")
     target = next(b for b in ordered if b.id == w.ids["co_backoff"])
     events.append(
         (

@@ -148,7 +148,9 @@ This directory is the town root. Everything in it is shared by every agent in th
 | `.beads/` | town beads (`hq-` ids): convoys, mail, agent and role beads; town formulas |
 | `.events.jsonl` | the raw event feed (`gt feed` reads it) |
 | `logs/town.log` | one line per lifecycle event |
-| `ledger/`, `courier/` | the rigs; each has its own witness, refinery, polecats and beads |
+| `directives/` | the overseer's policy per role (`<role>.md`), added to what `gt prime` prints |
+| `ledger/`, `courier/` | the rigs (not git clones): code and beads in `<rig>/mayor/rig`, the canonical
+  clone; the refinery and polecats work in worktrees of it, crew in their own clones |
 
 ## Rules for every agent
 1. **Hooked work runs.** If `gt hook` shows something, do it now.
@@ -448,9 +450,11 @@ def rig_files(w: World) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, 
     p = w.planter
     ledger, courier = w.rigs[0], w.rigs[1]
     L, C = ledger.name, courier.name
-    gkey = p.new("google_api_key", f"{L}/CLAUDE.md")
+    gkey = p.new("google_api_key", f"{ledger.clone}/CLAUDE.md")
     fixtures = p.record(
-        "home_path_user", f"/Users/{w.people[0].login}/src/ledger-fixtures/private", f"{L}/CLAUDE.md"
+        "home_path_user",
+        f"/Users/{w.people[0].login}/src/ledger-fixtures/private",
+        f"{ledger.clone}/CLAUDE.md",
     )
     ledger_claude = f"""# ledger: rig conventions
 
@@ -544,7 +548,7 @@ description: Recognise a bank CSV dialect and add support for it to ledger's imp
 4. Amounts go through `ledger.money.parse_amount`; never `float()`.
 """,
     }
-    stripe = p.new("stripe_key", f"{C}/CLAUDE.md")
+    stripe = p.new("stripe_key", f"{courier.clone}/CLAUDE.md")
     courier_claude = f"""# courier: rig conventions
 
 courier delivers webhooks with retries and a dead-letter queue. Go 1.22, no cgo.
@@ -569,7 +573,7 @@ The staging signer still uses the old live key `{stripe}` until ops rotates it.
 Do not copy it anywhere else.
 """
     cli_pw = p.f.password()
-    p.record("password_cli_flag", cli_pw, f"{C}/AGENTS.md", f"--password={cli_pw}")
+    p.record("password_cli_flag", cli_pw, f"{courier.clone}/AGENTS.md", f"--password={cli_pw}")
     courier_agents = f"""# AGENTS.md (courier)
 
 - Build: `go build ./...`. Test: `go test -race ./...`.

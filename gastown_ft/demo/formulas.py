@@ -744,7 +744,7 @@ def town_cycle_formula() -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# Rig tier: <rig>/.beads/formulas/
+# Rig tier: <rig>/mayor/rig/.beads/formulas/ (the canonical clone)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -982,7 +982,7 @@ def _toml(doc: dict, comment: str = "") -> str:
 
 def build_formulas(w: World) -> dict[str, str]:
     """Formula files keyed by path relative to the town root."""
-    first, second = w.rigs[0].name, w.rigs[1].name
+    first, second = w.rigs[0].clone, w.rigs[1].clone  # rig formulas live in the canonical clones
     npm_path = f"{second}/.beads/formulas/courier-release.formula.toml"
     npm_token = w.planter.new("npm_token", npm_path)
     emb = f"{first}/internal/formula/formulas"
@@ -1020,7 +1020,7 @@ def build_formulas(w: World) -> dict[str, str]:
 
 
 def bad_formulas(w: World) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    first, second = w.rigs[0].name, w.rigs[1].name
+    first, second = w.rigs[0].clone, w.rigs[1].clone
     files = {
         ".beads/formulas/mol-rig-rebalance.formula.toml": _toml(town_cycle_formula()),
         f"{first}/.beads/formulas/mol-flaky-triage.formula.toml": _toml(ledger_unknown_step_formula()),

@@ -53,11 +53,11 @@ def build_synthetic_town(workdir: Path, n_documents: int, seed: int = 11) -> Syn
 
     beads = [
         json.loads(x)
-        for x in (root / "ledger/.beads/issues.jsonl").read_text().splitlines()
+        for x in (root / "ledger/mayor/rig/.beads/issues.jsonl").read_text().splitlines()
         if x.startswith("{")
     ]
     beads = [b for b in beads if b.get("status") != "tombstone"]
-    with open(root / "ledger/.beads/issues.jsonl", "a") as fh:
+    with open(root / "ledger/mayor/rig/.beads/issues.jsonl", "a") as fh:
         for i in range(want["beads"]):
             b = dict(rng.choice(beads))
             b["id"] = f"le-s{i:06x}"
@@ -71,8 +71,8 @@ def build_synthetic_town(workdir: Path, n_documents: int, seed: int = 11) -> Syn
             fh.write(json.dumps(b) + "\n")
             made["beads"] += 1
 
-    templates = sorted((root / "ledger/internal/formula/formulas").glob("*.formula.toml"))
-    out_dir = root / "courier/.beads/formulas"
+    templates = sorted((root / "ledger/mayor/rig/internal/formula/formulas").glob("*.formula.toml"))
+    out_dir = root / "courier/mayor/rig/.beads/formulas"
     for i in range(want["formulas"]):
         src = rng.choice(templates)
         text = src.read_text()
@@ -100,9 +100,9 @@ def build_synthetic_town(workdir: Path, n_documents: int, seed: int = 11) -> Syn
             fh.write(json.dumps(e) + "\n")
             made["events"] += 1
 
-    claude = (root / "ledger/CLAUDE.md").read_text()
+    claude = (root / "ledger/mayor/rig/CLAUDE.md").read_text()
     for i in range(want["conventions"]):
-        d = root / "ledger/services" / f"svc{i:04d}"
+        d = root / "ledger/mayor/rig/services" / f"svc{i:04d}"
         d.mkdir(parents=True, exist_ok=True)
         (d / "CLAUDE.md").write_text(f"# svc{i:04d}\n\n{_phrase(rng, 20)}\n\n{claude}")
         made["conventions"] += 1

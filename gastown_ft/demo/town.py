@@ -3,10 +3,19 @@
     town = build_demo_town(Path("/tmp/demo"), seed=7)
 
 writes `<workdir>/town/` (the town root: conventions, town beads and formulas, the event feed,
-the town log, and two rigs that are real git repos) and `<workdir>/claude-projects/` (Claude Code
-session transcripts of the town's agents). The same seed gives byte-identical files, identical
-mtimes and identical git commit ids; transcripts hold absolute paths, so they are identical up to
-the workdir prefix. Fake secrets and personal data are planted on purpose and listed in
+the town log, the rig registry, directives and formula overlays, and two rigs) and
+`<workdir>/claude-projects/` (Claude Code session transcripts of the town's agents).
+
+The rigs are laid out as Gas Town lays them out (gastown docs/design/architecture.md): a rig
+directory is not a git repo; its canonical clone `<rig>/mayor/rig` is, and holds the code and the
+rig's `.beads/`. `<rig>/refinery/rig` and `<rig>/polecats/<name>/<rig>` are `git worktree`s of it and
+`<rig>/crew/<name>` is a full clone, each with a `.beads/redirect` back to the canonical `.beads/`;
+they carry copies of every tracked file (beads and formulas included), which a reader must not take
+twice.
+
+The same seed gives byte-identical files, identical mtimes and identical git commit ids;
+transcripts (and the worktrees' `.git` files) hold absolute paths, so they are identical up to the
+workdir prefix. Fake secrets and personal data are planted on purpose and listed in
 `DemoTown.planted`; deliberately broken files are listed in `DemoTown.bad_inputs`.
 
 Only the standard library is used (plus the `git` executable for the rigs).
@@ -27,9 +36,10 @@ from gastown_ft.demo.backlog import backlog_beads
 from gastown_ft.demo.docs import rig_files, town_docs
 from gastown_ft.demo.events import build_events
 from gastown_ft.demo.formulas import bad_formulas, build_formulas
+from gastown_ft.demo.policy import directive_files, overlay_files, redirect_text, registry_files
 from gastown_ft.demo.secrets import KINDS, PlantedSecret
 from gastown_ft.demo.transcripts import build_transcripts
-from gastown_ft.demo.world import encode_cwd, make_world
+from gastown_ft.demo.world import World, encode_cwd, make_world
 
 __all__ = ["DemoTown", "PlantedSecret", "build_demo_town", "encode_cwd", "KINDS"]
 
@@ -43,7 +53,13 @@ class DemoTown:
     planted: list[PlantedSecret]
     bad_inputs: list[tuple[str, str]]  # (relative path, expected quarantine reason)
     seed: int = 7
-    heads: dict[str, str] = field(default_factory=dict)  # rig -> HEAD commit
+    heads: dict[str, str] = field(default_factory=dict)  # rig -> HEAD commit of its canonical clone
+    clones: dict[str, str] = field(default_factory=dict)  # rig -> canonical clone, relative to the root
+    copies: dict[str, str] = field(default_factory=dict)  # worktree or crew clone -> "worktree" | "clone"
+
+    def repo(self, rig: str) -> Path:
+        """The rig's canonical clone (the git repo with its code and beads)."""
+        return self.root / self.clones[rig]
 
     def path_of(self, rel: str) -> Path:
         """Absolute path of a planted/bad-input path ("claude-projects/..." or relative to the root)."""
@@ -201,14 +217,16 @@ def build_demo_town(
         bad += reasons
     rig_extra: dict[str, dict[str, str]] = {r.name: {} for r in w.rigs}
     for rel, text in formula_files.items():
-        top, _, rest = rel.partition("/")
-        if top in rig_extra:
-            rig_extra[top][rest] = text
+        rig = next((r for r in w.rigs if rel.startswith(r.clone + "/")), None)
+        if rig is not None:
+            rig_extra[rig.name][rel[len(rig.clone) + 1 :]] = text
         else:
             tw.write(rel, text, conventions_time)
+    for rel, text in {**registry_files(w), **directive_files(w), **overlay_files(w)}.items():
+        tw.write(rel, text, conventions_time)
     routes = "".join(
         json.dumps({"prefix": p, "path": path}) + "\n"
-        for p, path in [("hq-", "."), (first.prefix, L), (second.prefix, C)]
+        for p, path in [("hq-", "."), (first.prefix, first.clone), (second.prefix, second.clone)]
     )
     tw.write(".beads/routes.jsonl", routes, w.day - timedelta(days=20))
     tw.write(
@@ -290,8 +308,8 @@ def build_demo_town(
         ),
     ]
     home = workdir
-    ledger_shas = _make_repo(w.root / L, ledger_commits, tw, L, home)
-    courier_shas = _make_repo(w.root / C, courier_commits, tw, C, home)
+    ledger_shas = _make_repo(w.root / first.clone, ledger_commits, tw, first.clone, home)
+    courier_shas = _make_repo(w.root / second.clone, courier_commits, tw, second.clone, home)
     fix_sha, courier_merge = ledger_shas[3], courier_shas[3]
 
     # -- beads (they cite the commits above), then each rig's last commit ---------------------------
@@ -299,7 +317,7 @@ def build_demo_town(
     bad_after = None
     if with_bad_inputs:
         bad_after = 7
-        bad.append((f"{L}/.beads/issues.jsonl", "not_an_object"))
+        bad.append((f"{first.clone}/.beads/issues.jsonl", "not_an_object"))
     export = beads_mod.write_export(ledger_beads, bad_line_after=bad_after)
     backup = beads_mod.write_backup(
         w, beads_mod.courier_beads(w, courier_merge) + backlog_beads(w, second, backlog)
@@ -307,9 +325,9 @@ def build_demo_town(
     sync_time = w.at("17:55")
     ledger_shas.append(
         _commit_more(
-            w.root / L,
+            w.root / first.clone,
             tw,
-            L,
+            first.clone,
             home,
             _Commit(
                 "bd sync: export beads",
@@ -321,9 +339,9 @@ def build_demo_town(
     )
     courier_shas.append(
         _commit_more(
-            w.root / C,
+            w.root / second.clone,
             tw,
-            C,
+            second.clone,
             home,
             _Commit(
                 "bd backup: nightly snapshot",
@@ -334,6 +352,9 @@ def build_demo_town(
         )
     )
     tw.write(".beads/issues.jsonl", beads_mod.write_export(beads_mod.town_beads(w)), w.at("18:00"))
+
+    # -- the agents' worktrees and crew clones of each canonical clone ----------------------------
+    copies = _agent_checkouts(w, tw, home, w.at("18:10"))
 
     # -- event feed, town log, transcripts --------------------------------------------------------
     events, townlog = build_events(w, ledger_fix_sha=fix_sha, courier_merge_sha=courier_merge)
@@ -355,10 +376,10 @@ def build_demo_town(
         pw.write(t.rel_path[len("claude-projects/") :], t.text(), t.end)
     bad += bad_transcripts
 
-    # -- fixed mtimes, then refresh the rigs' index stat data ------------------------------------------
+    # -- fixed mtimes, then refresh the index stat data of every checkout ----------------------------
     _apply_mtimes([tw, pw], [w.root, w.projects], w.day - timedelta(days=20))
-    for r in w.rigs:
-        _git(w.root / r.name, _git_env(home), "update-index", "-q", "--refresh")
+    for checkout in [*(r.clone for r in w.rigs), *copies]:
+        _git(w.root / checkout, _git_env(home), "update-index", "-q", "--refresh")
 
     return DemoTown(
         workdir=workdir,
@@ -369,7 +390,66 @@ def build_demo_town(
         bad_inputs=bad,
         seed=seed,
         heads={L: ledger_shas[-1], C: courier_shas[-1]},
+        clones={r.name: r.clone for r in w.rigs},
+        copies=copies,
     )
+
+
+def _agent_checkouts(w: World, tw: _Writer, home: Path, when: datetime) -> dict[str, str]:
+    """Worktrees for each rig's refinery and its polecats with sessions, a full clone per crew member
+    with a session, and the `.beads/redirect` stubs that point them (and the rig) at the canonical
+    `.beads/`. Returns {checkout relative to the root: "worktree" | "clone"}."""
+    env = {
+        **_git_env(home),
+        "GIT_COMMITTER_NAME": "mayor",
+        "GIT_COMMITTER_EMAIL": "mayor@gastown.local",
+        "GIT_COMMITTER_DATE": f"{int(when.timestamp())} +0000",
+    }
+    polecats = {w.rigs[0].name: ["nux", "slit"], w.rigs[1].name: ["furiosa"]}
+    crew = {w.rigs[0].name: ["max"], w.rigs[1].name: ["jack"]}
+    out: dict[str, str] = {}
+    for r in w.rigs:
+        canonical = w.root / r.clone
+        with open(canonical / ".git" / "info" / "exclude", "a", encoding="utf-8") as fh:
+            fh.write("/.beads/redirect\n")  # worktrees share this file with the canonical clone
+        tw.write(f"{r.name}/.beads/redirect", redirect_text(0), when)
+        worktrees = [(f"{r.name}/refinery/rig", None, 2)] + [
+            (f"{r.name}/polecats/{p}/{r.name}", _polecat_branch(w, p), 3) for p in polecats[r.name]
+        ]
+        for rel, branch, depth in worktrees:
+            args = ["-b", branch] if branch else ["--detach"]
+            _git(canonical, env, "worktree", "add", "-q", *args, str(w.root / rel), "HEAD")
+            out[rel] = "worktree"
+            _copy_mtimes(tw, w.root / r.clone, w.root / rel, when)
+            tw.write(f"{rel}/.beads/redirect", redirect_text(depth), when)
+        for name in crew[r.name]:
+            rel = f"{r.name}/crew/{name}"
+            _git(w.root, env, "clone", "-q", str(canonical), str(w.root / rel))
+            _git(w.root / rel, env, "remote", "set-url", "origin", r.remote)
+            _git(w.root / rel, env, "checkout", "-q", "-b", f"crew/{name}")
+            with open(w.root / rel / ".git" / "info" / "exclude", "a", encoding="utf-8") as fh:
+                fh.write("/.beads/redirect\n")
+            out[rel] = "clone"
+            _copy_mtimes(tw, w.root / r.clone, w.root / rel, when)
+            tw.write(f"{rel}/.beads/redirect", redirect_text(2), when)
+    return out
+
+
+def _polecat_branch(w: World, name: str) -> str:
+    """The branch a polecat's session works on (as its transcript says)."""
+    bead = {"nux": w.ids["le_csv"], "slit": w.ids["le_round"], "furiosa": w.ids["co_backoff"]}.get(name)
+    return f"polecat/{name}/{bead}" if bead else f"polecat/{name}"
+
+
+def _copy_mtimes(tw: _Writer, canonical: Path, checkout: Path, when: datetime) -> None:
+    """A checkout's files get the mtimes of the same files in the canonical clone (deterministic)."""
+    for dirpath, dirnames, filenames in os.walk(checkout):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        for f in filenames:
+            path = Path(dirpath) / f
+            rel = path.relative_to(checkout)
+            t = tw.mtimes.get(canonical / rel)
+            tw.mtimes[path] = t if t is not None else when.timestamp()
 
 
 def _commit_more(repo: Path, writer: _Writer, prefix: str, home: Path, c: _Commit) -> str:

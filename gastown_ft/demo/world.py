@@ -30,6 +30,11 @@ class RigSpec:
     crew: list[str]
     remote: str
 
+    @property
+    def clone(self) -> str:
+        """The canonical clone, relative to the town root: the rig's code and beads live there."""
+        return f"{self.name}/mayor/rig"
+
 
 @dataclass
 class World:
@@ -70,7 +75,14 @@ class World:
 
     # -- paths --------------------------------------------------------------------------------
     def agent_dir(self, address: str) -> Path:
-        """The working directory of an agent: "mayor", "ledger/witness", "ledger/polecats/nux"."""
+        """The working directory of an agent, as Gas Town lays it out: "mayor", "ledger/witness",
+        "ledger/refinery" -> ledger/refinery/rig and "ledger/polecats/nux" -> ledger/polecats/nux/ledger
+        (worktrees of the canonical clone), "ledger/crew/max" (a full clone)."""
+        parts = address.split("/")
+        if len(parts) == 2 and parts[1] == "refinery":
+            return self.root / address / "rig"
+        if len(parts) == 3 and parts[1] == "polecats":
+            return self.root / address / parts[0]
         return self.root / address
 
 

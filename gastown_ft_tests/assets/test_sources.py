@@ -124,7 +124,7 @@ def test_demo_town_provenance(demo_run, demo_town):
     settings, _, _ = demo_run
     heads = {
         rig: subprocess.run(
-            ["git", "-C", str(demo_town.root / rig), "rev-parse", "HEAD"],
+            ["git", "-C", str(demo_town.repo(rig)), "rev-parse", "HEAD"],
             capture_output=True,
             text=True,
             check=True,
@@ -152,11 +152,13 @@ def test_demo_town_bad_inputs_are_quarantined_with_reasons(demo_run, demo_town):
 
 def test_demo_town_formula_files_all_accounted_for(demo_run, demo_town):
     settings, _, _ = demo_run
+    copies = tuple(f"{rel}/" for rel in demo_town.copies)  # worktrees and crew clones: not read again
     on_disk = {
         p.relative_to(demo_town.root).as_posix()
         for pattern in ("*.formula.toml", "*.formula.json")
         for p in demo_town.root.rglob(pattern)
     }
+    on_disk = {p for p in on_disk if not p.startswith(copies)}
     read = {r["path"] for r in table(settings, "raw", "formulas")}
     quarantined = {r["path"] for r in table(settings, "quarantine", "formulas")}
     assert on_disk == read | quarantined and not read & quarantined

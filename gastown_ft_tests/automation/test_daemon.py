@@ -125,7 +125,7 @@ def test_daemon_sensors_request_the_right_runs_and_keep_their_cursor_across_a_re
             )
             assert {r.run_id for r in instance.get_runs()} == built
 
-            ledger = town.root / "ledger"
+            ledger = town.repo("ledger")  # the rig's canonical clone: its HEAD is the rig's
             before = subprocess.run(
                 ["git", "-C", str(ledger), "rev-parse", "HEAD"], capture_output=True, text=True
             ).stdout.strip()

@@ -321,3 +321,30 @@ def test_cron_check_agrees_with_the_scheduler():
     ]
     assert [cron_problem(c) is None for c in cases] == [is_valid_cron_string(c) for c in cases]
     assert "minute field '61'" in cron_problem("61 * * * *")
+
+
+def test_real_layout_heads_are_the_canonical_clones_and_copies_are_not_watched(tmp_path):
+    """In Gas Town's layout a rig's HEAD is `<rig>/mayor/rig`'s; its worktrees and crew clones are
+    not watched by the rig-HEAD, formula or beads sensors (the readers do not read them)."""
+    from gastown_ft.automation.git_heads import rig_dirs
+    from gastown_ft_tests.corpus.real_layout import make_real_town
+
+    town = make_real_town(tmp_path)
+    assert rig_dirs(town.config()) == {r: town.clone(r) for r in ("alpha", "beta")}
+    before = rig_heads(town.config())
+    assert before.heads == {
+        r: {"commit": town.heads[r], "branch": "main", "git": True} for r in ("alpha", "beta")
+    }
+    worker = town.root / "alpha/polecats/nux/alpha"
+    (worker / "CLAUDE.md").write_text("# alpha, polecat's edit\n")
+    commit_all(worker, "wip on the polecat branch")
+    assert diff_heads(before.heads, rig_heads(town.config())) == []
+    (town.clone("alpha") / "CLAUDE.md").write_text("# alpha, merged\n")
+    merged = commit_all(town.clone("alpha"), "merged")
+    changes = diff_heads(before.heads, rig_heads(town.config()))
+    assert [(c.rig, c.kind) for c in changes] == [("alpha", "commit")]
+    assert changes[0].describe().endswith(f"-> {merged[:7]} (branch main)")
+    copies = ("/refinery/", "/polecats/", "/crew/")
+    for snap in (formula_files(town.config()), beads_files(town.config())):
+        assert snap.files and not [p for p in snap.files if any(c in f"/{p}" for c in copies)]
+    assert sorted(beads_files(town.config()).rigs()) == ["alpha", "beta"]

@@ -22,6 +22,8 @@ from gastown_ft.corpus.scan import TownScan
         ("rig/.claude/skills/pr-list/SKILL.md", "skill"),
         ("rig/internal/config/roles/mayor.toml", "role_config"),
         ("rig/formula-overlays/mol-polecat-work.toml", "formula_overlay"),
+        ("directives/polecat.md", "directive"),
+        ("rig/directives/witness.md", "directive"),
         ("rig/.beads/PRIME.md", "prime"),
         ("rig/docs/concepts/convoy.md", "doc"),
         ("rig/README.md", None),

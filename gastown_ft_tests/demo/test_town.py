@@ -86,13 +86,13 @@ def _formulas(town: DemoTown, pattern: str) -> dict[str, Path]:
 
 
 def _tiers(town: DemoTown) -> dict[str, dict[str, Path]]:
-    first = town.rigs[0]
+    first = town.clones[town.rigs[0]]
     tiers = {
         "embedded": _formulas(town, f"{first}/internal/formula/formulas/*.formula.*"),
         "town": _formulas(town, ".beads/formulas/*.formula.*"),
     }
     for rig in town.rigs:
-        tiers[rig] = _formulas(town, f"{rig}/.beads/formulas/*.formula.*")
+        tiers[rig] = _formulas(town, f"{town.clones[rig]}/.beads/formulas/*.formula.*")
     return tiers
 
 
@@ -175,8 +175,8 @@ def test_same_seed_gives_identical_files_mtimes_and_commits(town, twin):
         assert a[rel][0] == b[rel][0], f"{rel} differs between two builds with the same seed"
         assert a[rel][1] == b[rel][1], f"{rel} has a different mtime"
     for rig in town.rigs:
-        head_a = _git(town.root / rig, "rev-parse", "HEAD")
-        head_b = _git(twin.root / rig, "rev-parse", "HEAD")
+        head_a = _git(town.repo(rig), "rev-parse", "HEAD")
+        head_b = _git(twin.repo(rig), "rev-parse", "HEAD")
         assert head_a == head_b == town.heads[rig] == twin.heads[rig]
     assert [(p.kind, p.value) for p in town.planted] == [(p.kind, p.value) for p in twin.planted]
     assert [_normalize(town, r) for r, _ in town.bad_inputs] == [
@@ -188,7 +188,8 @@ def test_different_seed_gives_different_content(town, other_seed):
     a, b = _snapshot(town), _snapshot(other_seed)
     common = set(a) & set(b)
     assert any(a[rel][0] != b[rel][0] for rel in common)
-    assert a["town/ledger/.beads/issues.jsonl"][0] != b["town/ledger/.beads/issues.jsonl"][0]
+    export = "town/ledger/mayor/rig/.beads/issues.jsonl"
+    assert a[export][0] != b[export][0]
     assert town.heads != other_seed.heads
     tokens = {k for k in KINDS if k.endswith(("_key", "_token"))}
     assert {p.value for p in town.planted if p.kind in tokens}.isdisjoint(
@@ -248,14 +249,15 @@ def test_layout(town):
         assert (root / rel).is_file(), rel
     assert len(town.rigs) >= 2
     for rig in town.rigs:
-        r = root / rig
+        r = town.repo(rig)
+        assert r == root / rig / "mayor" / "rig"
         for rel in ("README.md", "CLAUDE.md", "AGENTS.md"):
             assert (r / rel).is_file(), f"{rig}/{rel}"
         assert list(r.glob(".claude/commands/*.md"))
         assert list(r.glob(".claude/skills/*/SKILL.md"))
         assert list(r.glob(".beads/formulas/*.formula.toml"))
         assert list(r.glob("**/*.py")) or list(r.glob("**/*.go"))
-    first, second = root / town.rigs[0], root / town.rigs[1]
+    first, second = town.repo(town.rigs[0]), town.repo(town.rigs[1])
     assert list(first.glob("internal/formula/formulas/*.formula.toml"))
     for role in ROLES:
         tmpl = first / f"internal/templates/roles/{role}.md.tmpl"
@@ -273,12 +275,58 @@ def test_layout(town):
         assert (second / ".beads/backup" / name).is_file(), name
     routes = [json.loads(line) for line in (root / ".beads/routes.jsonl").read_text().splitlines()]
     by_path = {r["path"]: r["prefix"] for r in routes}
-    assert all(rig in by_path and by_path[rig].endswith("-") for rig in town.rigs)
+    assert by_path["."] == "hq-"
+    assert all(by_path[town.clones[rig]].endswith("-") for rig in town.rigs)
+
+
+def test_real_gas_town_layout(town):
+    """architecture.md "Directory Structure": registry, rig directories that are not clones, the
+    canonical clone, worktrees and crew clones with redirects, directives and overlays."""
+    root = town.root
+    registry = json.loads((root / "mayor/rigs.json").read_text())
+    assert registry["version"] == 1 and sorted(registry["rigs"]) == sorted(town.rigs)
+    assert json.loads((root / "mayor/town.json").read_text())["type"] == "town"
+    for rig in town.rigs:
+        assert not (root / rig / ".git").exists(), f"{rig} is a project container, not a clone"
+        assert json.loads((root / rig / "config.json").read_text())["name"] == rig
+        assert (root / rig / ".beads/redirect").read_text().strip() == "mayor/rig/.beads"
+        assert (town.repo(rig) / ".git").is_dir()
+        listed = _git(town.repo(rig), "worktree", "list", "--porcelain")
+        worktrees = {
+            Path(line.split(" ", 1)[1]) for line in listed.splitlines() if line.startswith("worktree ")
+        }
+        assert root / rig / "refinery" / "rig" in worktrees
+        assert any(p.parent.parent == root / rig / "polecats" and p.name == rig for p in worktrees)
+    kinds = Counter(town.copies.values())
+    assert kinds == {"worktree": 5, "clone": 2}
+    for rel, kind in town.copies.items():
+        copy = root / rel
+        assert (copy / ".git").is_file() if kind == "worktree" else (copy / ".git").is_dir()
+        assert _git(copy, "rev-parse", "HEAD") == town.heads[rel.split("/")[0]]
+        assert _git(copy, "status", "--porcelain") == "", f"{rel} has uncommitted changes"
+        target = (copy / (copy / ".beads/redirect").read_text().strip()).resolve()
+        assert target == (town.repo(rel.split("/")[0]) / ".beads").resolve()
+        # The copies carry the tracked beads and formulas: the readers must not take them again.
+        assert list(copy.glob(".beads/**/issues.jsonl")) and list(copy.glob(".beads/formulas/*.toml"))
+    assert {p.name for p in (root / "directives").glob("*.md")} == {"polecat.md", "witness.md"}
+    assert (root / town.rigs[0] / "directives/polecat.md").is_file()
+    assert (root / town.rigs[1] / "directives/refinery.md").is_file()
+    town_steps = {
+        s["id"]
+        for s in tomllib.loads((root / ".beads/formulas/mol-polecat-work.formula.toml").read_text())["steps"]
+    }
+    for overlay in (
+        root / "formula-overlays/mol-polecat-work.toml",
+        root / town.rigs[0] / "formula-overlays/mol-polecat-work.toml",
+    ):
+        overrides = tomllib.loads(overlay.read_text())["step-overrides"]
+        assert overrides and {o["step_id"] for o in overrides} <= town_steps
+        assert {o["mode"] for o in overrides} <= {"replace", "append", "skip"}
 
 
 def test_rigs_are_git_repos_with_history(town):
     for rig in town.rigs:
-        repo = town.root / rig
+        repo = town.repo(rig)
         assert _git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"
         assert int(_git(repo, "rev-list", "--count", "HEAD")) >= 4
         assert _git(repo, "status", "--porcelain") == "", f"{rig} has uncommitted changes"
@@ -378,7 +426,7 @@ def test_bad_formulas_are_bad_in_the_stated_way(town):
     with pytest.raises(tomllib.TOMLDecodeError):
         tomllib.loads((town.root / invalid).read_text())
     (array,) = by_reason["not_an_object"]
-    assert array == f"{town.rigs[0]}/.beads/issues.jsonl"
+    assert array == f"{town.clones[town.rigs[0]]}/.beads/issues.jsonl"
     rows, broken = _read_jsonl(town.root / array)
     assert not broken and sum(isinstance(r, list) for r in rows) == 1
 
@@ -389,7 +437,7 @@ def test_bad_formulas_are_bad_in_the_stated_way(town):
 
 
 def test_rig_beads_export(town):
-    rows, _ = _read_jsonl(town.root / town.rigs[0] / ".beads/issues.jsonl")
+    rows, _ = _read_jsonl(town.repo(town.rigs[0]) / ".beads/issues.jsonl")
     rows = [r for r in rows if isinstance(r, dict)]
     prefix = rows[0]["id"].split("-")[0] + "-"
     assert all(r["id"].startswith(prefix) for r in rows)
@@ -431,7 +479,7 @@ def test_town_beads(town):
 
 
 def test_backup_dump(town):
-    base = town.root / town.rigs[1] / ".beads/backup"
+    base = town.repo(town.rigs[1]) / ".beads/backup"
     issues, broken = _read_jsonl(base / "issues.jsonl")
     assert not broken and issues
     for row in issues:
