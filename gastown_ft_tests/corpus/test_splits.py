@@ -371,3 +371,148 @@ def test_a_symlinked_out_dir_is_written_through(tmp_path):
     assert link.is_symlink() and link.resolve() == target.resolve()
     assert summary["total"] == 24 and (target / "README.md").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "v1"]
+
+
+# --- coverage: every task with a few groups is tested ----------------------------------------------
+
+# Hash points under the default seed (pinned in test_coverage_groups_are_as_assumed): all in train.
+FEW_FORMULAS = ("formula:mol-0", "formula:mol-1", "formula:mol-3")  # 0.434, 0.614, 0.203
+FORMULA_TASKS = ("formula_steps", "formula_next_step", "formula_author")
+
+
+def formula_corpus(formulas, sessions: int = 30) -> list[dict]:
+    """A few formula groups (three formula tasks each) among many session groups (agent_turns)."""
+    out = [make_example(i, f"session-{i}", task="agent_turns") for i in range(sessions)]
+    for k, name in enumerate(formulas):
+        out += [make_example(1000 + 10 * k + j, name, task=t) for j, t in enumerate(FORMULA_TASKS)]
+    return out
+
+
+def split_of_groups(splits: dict[str, list[dict]]) -> dict[str, str]:
+    return {row["group_id"]: name for name, rows in splits.items() for row in rows}
+
+
+def test_coverage_groups_are_as_assumed():
+    points = {g: round(split_point(g), 3) for g in (*FEW_FORMULAS, "formula:mol-5", "formula:mol-9")}
+    assert points == {
+        "formula:mol-0": 0.434,
+        "formula:mol-1": 0.614,
+        "formula:mol-3": 0.203,
+        "formula:mol-5": 0.468,
+        "formula:mol-9": 0.007,
+    }
+    assert assign_split("formula:mol-2") == "test" and assign_split("formula:mol-4") == "validation"
+
+
+def test_few_formula_groups_still_get_a_test_group():
+    examples = formula_corpus(FEW_FORMULAS)
+    hashed = split_examples(examples, min_groups=0)  # the hash alone: every formula in train
+    assert not {e["task"] for e in hashed["test"]} & set(FORMULA_TASKS)
+
+    splits = split_examples(examples)
+    where = split_of_groups(splits)
+    # the formula nearest the test range moves there; three groups are too few for validation too
+    assert where["formula:mol-1"] == "test"
+    assert where["formula:mol-0"] == where["formula:mol-3"] == "train"
+    assert set(FORMULA_TASKS) <= {e["task"] for e in splits["test"]}
+    # nothing else moved
+    others = {g: s for g, s in where.items() if not g.startswith("formula:")}
+    assert others == {g: assign_split(g) for g in others}
+    # deterministic, whatever the order
+    shuffled = list(examples)
+    random.Random(3).shuffle(shuffled)
+    assert split_examples(shuffled) == splits
+
+    # a fourth formula: a validation group too, and train keeps two
+    where4 = split_of_groups(split_examples(formula_corpus((*FEW_FORMULAS, "formula:mol-5"))))
+    formulas4 = {g: s for g, s in where4.items() if g.startswith("formula:")}
+    assert formulas4 == {
+        "formula:mol-1": "test",
+        "formula:mol-5": "validation",
+        "formula:mol-0": "train",
+        "formula:mol-3": "train",
+    }
+
+
+def test_coverage_is_stable_when_groups_are_added():
+    base = (*FEW_FORMULAS, "formula:mol-5")
+    before = split_of_groups(split_examples(formula_corpus(base)))
+    # a new formula far from test and validation, and more sessions: no existing group moves
+    grown = formula_corpus((*base, "formula:mol-9"), sessions=60)
+    after = split_of_groups(split_examples(grown))
+    assert all(after[g] == s for g, s in before.items())
+    assert after["formula:mol-9"] == "train"
+    # a new formula that hashes into test takes over: the group moved for coverage goes back, only it
+    took_over = split_of_groups(split_examples(formula_corpus((*base, "formula:mol-2"))))
+    changed = {g for g, s in before.items() if took_over[g] != s}
+    assert changed == {"formula:mol-1"} and took_over["formula:mol-1"] == "train"
+    assert took_over["formula:mol-2"] == "test"
+
+
+def test_coverage_never_takes_a_tasks_last_train_group():
+    # mol-1 (the natural pick) also carries the only example of a rare task: mol-0 moves instead
+    examples = formula_corpus(FEW_FORMULAS) + [make_example(2000, "formula:mol-1", task="rare")]
+    where = split_of_groups(split_examples(examples))
+    assert where["formula:mol-1"] == "train" and where["formula:mol-0"] == "test"
+
+
+def test_coverage_gives_a_train_group_and_respects_zero_ratios():
+    # three groups that all hash out of train: the lowest moves to train
+    trio = ("formula:mol-2", "formula:mol-4", "formula:mol-7")  # test, validation, test
+    where = split_of_groups(split_examples(formula_corpus(trio)))
+    assert {g: where[g] for g in trio} == {
+        "formula:mol-2": "test",
+        "formula:mol-4": "train",
+        "formula:mol-7": "test",
+    }
+    # a split the ratios leave empty is not filled
+    assert split_examples(formula_corpus(FEW_FORMULAS), ratios=(1.0, 0.0, 0.0))["test"] == []
+
+
+def test_coverage_warnings_name_tasks_and_families():
+    from gastown_ft.corpus.splits import assign_groups, coverage_warnings
+
+    examples = formula_corpus(FEW_FORMULAS[:2])  # two formulas: too few to move
+    group_tasks: dict[str, set[str]] = {}
+    for e in examples:
+        group_tasks.setdefault(e["group_id"], set()).add(e["task"])
+    assignment = assign_groups(group_tasks)
+    assert assignment.moves == [] and "formula_steps" in assignment.missing("test")
+    per_task = {
+        name: dict(Counter(e["task"] for e in rows)) for name, rows in split_examples(examples).items()
+    }
+    warnings = coverage_warnings(
+        assignment, per_task, {"exact": ("formula_steps", "bead_triage"), "command": ("bead_close",)}
+    )
+    assert any(w.startswith("task family `exact` has no test case") for w in warnings)
+    assert not any("`command`" in w for w in warnings)  # no task of that family in the corpus
+    assert "task `formula_steps` has no test example (only 2 groups, fewer than" in "\n".join(warnings)
+
+
+def test_splits_stage_reports_coverage(tmp_path):
+    import pyarrow as pa
+
+    from gastown_ft.artifacts import ArtifactStore
+    from gastown_ft.config import CorpusConfig
+    from gastown_ft.corpus.splits import example_to_record
+    from gastown_ft.corpus.stages import splits_stage
+
+    store = ArtifactStore(tmp_path / "artifacts")
+    examples = formula_corpus(FEW_FORMULAS)
+    store.write_table(
+        "corpus",
+        "instruction_pairs",
+        pa.Table.from_pylist([example_to_record(e) for e in examples], ROW_SCHEMA),
+    )
+    stats, _ = splits_stage(store, CorpusConfig())
+    assert [m["group_id"] for m in stats["coverage_moves"]] == ["formula:mol-1"]
+    assert set(FORMULA_TASKS) <= set(stats["by_split_and_task"]["test"])
+    assert not any("formula" in w for w in stats["split_warnings"])
+    card = (tmp_path / "artifacts" / "corpus" / "splits" / "README.md").read_text()
+    assert "`formula:mol-1` moved from train to test" in card
+
+    stats, _ = splits_stage(store, CorpusConfig(split_min_groups=0))
+    assert stats["coverage_moves"] == []
+    text = "\n".join(stats["split_warnings"])
+    assert "task family `exact` has no test case" in text and "task family `authoring`" in text
+    assert "task `formula_steps` has no test example" in text
