@@ -26,6 +26,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class DoltConfig(_Section):
+    """The town's Dolt SQL server (MySQL protocol), where live beads are: one database per rig plus `hq`.
+
+    Unset fields come from the town itself, as `gt` finds its server (see corpus/dolt.py)."""
+
+    host: str | None = Field(None, description="Server host; default: $GT_DOLT_HOST, else 127.0.0.1.")
+    port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Server port; default: the town's daemon/dolt-state.json, .dolt-data/config.yaml, "
+        "$GT_DOLT_PORT or mayor/daemon.json, else 3307.",
+    )
+    user: str | None = Field(None, description="SQL user; default: $GT_DOLT_USER, else root.")
+    password_env: str | None = Field(
+        None,
+        description="Name of the environment variable holding the password (never the password "
+        "itself); default: $GT_DOLT_PASSWORD when set, else no password (Gas Town's default).",
+    )
+    databases: list[str] = Field(
+        default_factory=list,
+        description="Databases to read; empty: every database on the server with an issues table, "
+        "within town.rigs and town.exclude_rigs (`hq` is the town's own beads).",
+    )
+    page_size: int = Field(500, ge=1, le=100_000, description="Issue rows fetched per query.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Give up connecting after this long.")
+    read_timeout_s: float = Field(
+        60.0, gt=0, description="Give up on a query that answers nothing this long."
+    )
+
+
 class TownConfig(_Section):
     root: Path = Field(Path("~/gt"), description="The town root (the directory `gt install` created).")
     rigs: list[str] = Field(default_factory=list, description="Rigs to include; empty means every rig.")
@@ -48,6 +79,16 @@ class TownConfig(_Section):
         False, description="Read every project under claude_projects_dir, not only the town's."
     )
     max_file_mb: float = Field(256.0, gt=0, description="Files larger than this are quarantined.")
+    beads_source: Literal["auto", "jsonl", "dolt"] = Field(
+        "auto",
+        description='Where beads are read: "jsonl" (bd export / bd backup files in the town), "dolt" '
+        "(the town's Dolt SQL server, [town.dolt]); auto: the JSONL files when the town has any, "
+        "else the Dolt server when [town.dolt] is set.",
+    )
+    dolt: DoltConfig | None = Field(
+        None,
+        description="The town's Dolt SQL server; an empty [town.dolt] table takes everything from the town.",
+    )
 
     @field_validator("sources")
     @classmethod
@@ -88,11 +129,32 @@ class CorpusConfig(_Section):
     split_seed: str = Field(
         "gastown-ft-v1", description="Changing it reshuffles every split: don't, casually."
     )
+    split_min_groups: int = Field(
+        3,
+        ge=0,
+        description="A task with at least this many groups (formulas, sessions, beads) always gets a test "
+        "group, with one more also a validation group: the group nearest that split moves there; 0: the "
+        "hash alone decides.",
+    )
     reuse: bool = Field(
         True,
         description="Reuse earlier read, scrub and pair results of unchanged content (under "
         "<artifacts>/cache); false rebuilds every stage from scratch.",
     )
+    machinery: Literal["exclude", "include"] = Field(
+        "exclude",
+        description="Beads Gas Town's machinery wrote (patrol digests, wisp squashes, wisps, agent, "
+        'merge-request and message beads, plugin runs): "exclude" keeps them out of the bead tasks '
+        '(counted in the pairs report), "include" trains on them too. Also true (include) or false '
+        "(exclude).",
+    )
+
+    @field_validator("machinery", mode="before")
+    @classmethod
+    def _machinery_mode(cls, v: object) -> object:
+        if isinstance(v, bool):  # "machinery = false": no machinery in the bead tasks
+            return "include" if v else "exclude"
+        return v.strip().lower() if isinstance(v, str) else v
 
     @field_validator("split_ratios")
     @classmethod
@@ -100,6 +162,28 @@ class CorpusConfig(_Section):
         if any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
             raise ValueError("must be three non-negative numbers that sum to 1")
         return v
+
+
+class ScrubConfig(_Section):
+    """Identities: the people of the whole corpus, each replaced by one `person-N` in every document."""
+
+    learn_names: bool = Field(
+        True,
+        description="Learn people from home paths, emails, git authors (Co-Authored-By, Signed-off-by, "
+        "Author), actor fields (assignee, owner, created_by, ...) and crew addresses across all "
+        "documents, and replace every form of each with the same person-N everywhere.",
+    )
+    keep_names: list[str] = Field(
+        default_factory=list,
+        description="Names kept as they are (case-insensitive), e.g. crew members who agreed to appear: "
+        '["max"]. Crew members are people and scrubbed by default; polecat names are agent handles '
+        "and always kept.",
+    )
+    extra_names: list[str] = Field(
+        default_factory=list,
+        description="More names to replace everywhere though no document gives them away (a GitHub "
+        "handle, a nickname), each as its own person.",
+    )
 
 
 class EmbeddedModelConfig(_Section):
@@ -153,6 +237,14 @@ class TrainingConfig(_Section):
     grad_accum: int = Field(1, ge=1)
     max_seq_len: int = Field(512, ge=32)
     packing: bool = Field(False, description="Pack several short examples into one sequence.")
+    chain_examples: int = Field(
+        1,
+        ge=1,
+        description="Join up to this many training examples that share a system prompt and tools into "
+        "one multi-turn conversation (within max_seq_len), so the shared prompt is paid once: about half "
+        "the compute an epoch for short command examples. 1: off. Validation and evaluation stay one "
+        "example a sequence.",
+    )
     group_by_length: bool = Field(
         True,
         description="Batch examples of similar length together (less padding); the order stays seeded.",
@@ -260,6 +352,12 @@ class EvaluationConfig(_Section):
     patrol_max_new_tokens: int = Field(128, ge=8, description="Generation budget of a patrol decision.")
     threads: int | None = Field(
         None, ge=1, description="torch threads while evaluating; default: 1 for models under 200M parameters."
+    )
+    decode_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Weights while generating answers: auto is bf16 where the CPU computes bf16 natively "
+        "(AMX, AVX512-BF16; ~1.8x faster decoding, as training computed) and fp32 elsewhere. Losses and "
+        "perplexities are always scored first, with fp32 weights.",
     )
 
 
@@ -457,6 +555,7 @@ class SwarmConfig(_Section):
 class Settings(_Section):
     town: TownConfig = Field(default_factory=TownConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    scrub: ScrubConfig = Field(default_factory=ScrubConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     dagster: DagsterConfig = Field(default_factory=DagsterConfig)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gastown_ft.errors import GastownFTError
@@ -48,6 +49,7 @@ def detail_lines(state: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         _counts_line("examples by task", meta.get("instruction_pairs", {}).get("by_task")),
         _counts_line("dedup", meta.get("instruction_pairs", {}).get("dedup")),
+        _machinery_line(meta.get("instruction_pairs", {}).get("machinery")),
         _counts_line(
             "left out for invalid gt/bd commands",
             meta.get("instruction_pairs", {}).get("invalid_commands_dropped"),
@@ -69,6 +71,7 @@ def detail_lines(state: dict[str, dict[str, Any]]) -> list[str]:
             lines.append(
                 f"[bold]corpus version[/bold]: {splits['corpus_version'][:16]}  ({splits.get('path', '')})"
             )
+        lines += [f"  [yellow]WARNING:[/yellow] splits: {w}" for w in splits.get("warnings") or []]
     lora = meta.get("lora_adapter", {})
     if lora:
         lines.append(
@@ -106,8 +109,46 @@ def detail_lines(state: dict[str, dict[str, Any]]) -> list[str]:
     lines.append(
         _counts_line("redactions by kind", meta.get("scrubbed_documents", {}).get("redactions_by_kind"))
     )
+    # Bead rows left out on purpose (identical repeats, tombstones): counted, not quarantined.
+    lines.append(_counts_line("bead rows skipped", meta.get("raw_beads", {}).get("skipped")))
     lines.append(_counts_line("quarantine by reason", meta.get("quarantine", {}).get("by_reason")))
+    lines += quarantined_file_lines(meta.get("quarantine", {}))
     return [ln for ln in lines if ln]
+
+
+def _machinery_line(m: dict[str, Any] | None) -> str | None:
+    """Beads the machinery wrote, by kind, and what the bead tasks did with them."""
+    if not m or not m.get("beads"):
+        return None
+    what = "left out of the bead tasks" if m.get("mode") == "exclude" else "kept in the bead tasks"
+    line = f"[bold]machinery beads[/bold] ({what}): {m.get('machinery', 0)} of {m['beads']}"
+    if m.get("by_kind"):
+        line += " — " + ", ".join(f"{k} {v}" for k, v in m["by_kind"].items())
+    if m.get("machinery_closes"):
+        closes = ", ".join(f"{k} {v}" for k, v in m["machinery_closes"].items())
+        line += f"; closes by machinery on other beads: {closes}"
+    return line
+
+
+def quarantined_file_lines(q: dict[str, Any]) -> list[str]:
+    """The most quarantined files with their line numbers (as the quarantine stage capped them)."""
+    files = q.get("by_file") or []
+    if not files:
+        return []
+    total = q.get("file_count", len(files))
+    head = "[bold]quarantined files[/bold]" + (
+        f" (top {len(files)} of {total})" if total > len(files) else ""
+    )
+    out = [head + ":"]
+    for f in files:
+        reasons = ", ".join(f"{k} {v}" for k, v in (f.get("reasons") or {}).items())
+        line = f"  {escape(str(f['path']))}: {f['count']} ({reasons})"
+        if f.get("lines"):
+            line += " at line" + ("s " if len(f["lines"]) > 1 else " ") + ", ".join(map(str, f["lines"]))
+            if f.get("more_lines"):
+                line += f" and {f['more_lines']} more"
+        out.append(line)
+    return out
 
 
 def _served_lines(release: dict[str, Any]) -> list[str]:

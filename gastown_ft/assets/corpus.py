@@ -45,11 +45,12 @@ def _results(outcomes: list[CheckOutcome]) -> list[AssetCheckResult]:
     "a redaction report by kind and by source.",
 )
 def scrubbed_documents(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
-    s, outcomes = scrub_stage(settings.store(), reuse=settings.load().corpus.reuse)
+    cfg = settings.load()
+    s, outcomes = scrub_stage(settings.store(), reuse=cfg.corpus.reuse, identities=cfg.scrub)
     mb_s = s["bytes_in"] / 1e6 / s["seconds"] if s["seconds"] else 0.0
     context.log.info(
         f"scrubbed {s['rows']} documents ({s['bytes_in'] / 1e6:.2f} MB, {mb_s:.1f} MB/s); "
-        f"redactions {s['by_kind']}; unsafe {s['quarantined']}; "
+        f"redactions {s['by_kind']}; people learned {s['identities']['people']}; unsafe {s['quarantined']}; "
         f"{s['recomputed_documents']} scrubbed now, {s['reused_documents']} unchanged since the last build"
     )
     return MaterializeResult(
@@ -59,6 +60,8 @@ def scrubbed_documents(context: AssetExecutionContext, settings: GastownSettings
             "redactions": MetadataValue.int(sum(s["by_kind"].values())),
             "redactions_by_kind": MetadataValue.json(s["by_kind"]),
             "redactions_by_source": MetadataValue.json(s["by_source"]),
+            # people learned across the corpus (counts only: the names never leave the scrub stage)
+            "identities": MetadataValue.json(s["identities"]),
             "documents_changed": MetadataValue.int(s["documents_changed"]),
             "quarantine_count": MetadataValue.int(s["quarantined"]),
             "mb_per_s": MetadataValue.float(round(mb_s, 3)),
@@ -85,6 +88,7 @@ def instruction_pairs(context: AssetExecutionContext, settings: GastownSettings)
     context.log.info(
         f"pairs: {s['rows']} examples by task {s['by_task']}; dedup {s['dedup']}; "
         f"invalid commands {s['invalid_commands']}; over budget {s['over_budget']}; "
+        f"machinery beads {s['machinery']['machinery']} ({s['machinery']['mode']}d); "
         f"documents turned into examples now {s['recomputed_documents']}, reused {s['reused_documents']}"
     )
     preview = [
@@ -104,6 +108,8 @@ def instruction_pairs(context: AssetExecutionContext, settings: GastownSettings)
             "by_role": MetadataValue.json(s["by_role"]),
             "dedup": MetadataValue.json(s["dedup"]),
             "conflicts": MetadataValue.int(len(s["conflicts"])),
+            # beads Gas Town's machinery wrote (digests, wisps, agent/MR/mail beads ...), by kind
+            "machinery": MetadataValue.json(s["machinery"]),
             "conflict_examples": MetadataValue.json(s["conflicts"][:10]),
             "invalid_commands_dropped": MetadataValue.json(s["invalid_commands"]),
             "invalid_command_examples": MetadataValue.json(s["invalid_examples"]),
@@ -131,13 +137,20 @@ def corpus_splits(context: AssetExecutionContext, settings: GastownSettings) -> 
     s, outcomes = splits_stage(settings.store(), settings.load().corpus)
     context.log.info(
         f"splits: {s['counts']}; corpus version {s['corpus_version'][:16]}; since the last build "
-        f"+{s['examples_added']} -{s['examples_removed']} examples ({s['corpus_change_fraction']:.2%})"
+        f"+{s['examples_added']} -{s['examples_removed']} examples ({s['corpus_change_fraction']:.2%}); "
+        f"{len(s['coverage_moves'])} group(s) moved so that every task with a few groups is tested"
     )
+    for w in s["split_warnings"]:
+        context.log.warning(f"splits: {w}")
     return MaterializeResult(
         metadata={
             "row_count": MetadataValue.int(s["rows"]),
             **{f"{name}_count": MetadataValue.int(n) for name, n in s["counts"].items()},
             "by_split_and_task": MetadataValue.json(s["by_split_and_task"]),
+            # groups moved out of their hash split for coverage, and tasks / families with no test example
+            "coverage_moves": MetadataValue.json(s["coverage_moves"]),
+            "warnings": MetadataValue.json(s["split_warnings"]),
+            "warning_count": MetadataValue.int(len(s["split_warnings"])),
             "corpus_version": MetadataValue.text(s["corpus_version"]),
             "examples_added": MetadataValue.int(s["examples_added"]),
             "examples_removed": MetadataValue.int(s["examples_removed"]),

@@ -84,6 +84,9 @@ def quarantine(context: AssetExecutionContext, settings: GastownSettings) -> Mat
             "row_count": MetadataValue.int(s["rows"]),
             "by_reason": MetadataValue.json(s["by_reason"]),
             "by_source": MetadataValue.json(s["by_source"]),
+            "file_count": MetadataValue.int(s["files"]),
+            # the most quarantined files with their line numbers (the CLI summary lists them)
+            "by_file": MetadataValue.json(s["by_file"]),
             "path": MetadataValue.path(s["path"]),
             "preview": MetadataValue.md(md_table(["source", "path", "reason", "detail"], s["preview"])),
         }

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gastown_ft.artifacts import ArtifactStore
-from gastown_ft.config import CorpusConfig, TownConfig
+from gastown_ft.config import CorpusConfig, ScrubConfig, TownConfig
 from gastown_ft.corpus import reuse as reuse_mod
 from gastown_ft.corpus import scrub as scrub_module
 from gastown_ft.corpus import scrubbing
@@ -44,12 +44,13 @@ from gastown_ft.corpus.expectations import (
     validate_new_examples,
     validate_splits,
 )
+from gastown_ft.corpus.machinery import summarize_documents
 from gastown_ft.corpus.pairs_reuse import build_pairs, save_verified, verified_state
 from gastown_ft.corpus.scan import TownScan
 from gastown_ft.corpus.scrub import Scrubber
 from gastown_ft.corpus.scrubbing import RedactionReport, scrub_row
 from gastown_ft.corpus.sources import READERS, claimed_by_any_reader
-from gastown_ft.corpus.splits import SPLITS, assign_split, write_split_tables
+from gastown_ft.corpus.splits import SPLITS, assign_groups, coverage_summary, write_split_tables
 
 BATCH_ROWS = 500
 PREVIEW_ROWS = 10
@@ -140,7 +141,14 @@ def scrub_version(scrubber: Scrubber) -> str:
     }
     return reuse_mod.fingerprint(
         "scrub",
-        reuse_mod.code_version(scrub_module, scrubbing, "gastown_ft.corpus.documents", reuse_mod, __name__),
+        reuse_mod.code_version(
+            scrub_module,
+            scrubbing,
+            "gastown_ft.corpus.identities",
+            "gastown_ft.corpus.documents",
+            reuse_mod,
+            __name__,
+        ),
         settings,
     )
 
@@ -210,12 +218,28 @@ def _scrub_source(
 
 
 def scrub_stage(
-    store: ArtifactStore, scrubber: Scrubber | None = None, *, reuse: bool = True
+    store: ArtifactStore,
+    scrubber: Scrubber | None = None,
+    *,
+    reuse: bool = True,
+    identities: ScrubConfig | None = None,
 ) -> tuple[dict[str, Any], list[CheckOutcome]]:
     """Scrub every raw table; with `reuse`, rows scrubbed in an earlier build (same row, same scrubber
-    code and settings) are taken from the cache, so only new or changed rows are scrubbed and checked."""
+    code and settings) are taken from the cache, so only new or changed rows are scrubbed and checked.
+
+    First the people of all raw tables are learned (`identities`, default: `[scrub]` defaults); the
+    learned map is part of the scrubber's settings, so a new person means every row is scrubbed again."""
     started = time.perf_counter()
-    scrubber = scrubber or Scrubber()
+    cfg = identities or ScrubConfig()
+    people, people_stats = scrubbing.learn_people(
+        store,
+        SOURCES,
+        learn_names=cfg.learn_names,
+        keep_names=cfg.keep_names,
+        extra_names=cfg.extra_names,
+        reuse=reuse,
+    )
+    scrubber = (scrubber or Scrubber()).with_identities(people)
     version = scrub_version(scrubber)
     report = RedactionReport()
     quarantined: list[Quarantined] = []
@@ -253,7 +277,12 @@ def scrub_stage(
         # stage need not hash the table again while the file is this one.
         reuse_mod.save_cache(store, SCRUBBED_KEYS, _file_version(path), pa.table({"row_key": row_keys}))
     store.write_table("quarantine", "scrub", quarantine_to_table(quarantined))
-    stats.update(report.as_dict(), quarantined=len(quarantined), seconds=time.perf_counter() - started)
+    stats.update(
+        report.as_dict(),
+        quarantined=len(quarantined),
+        identities=people_stats,
+        seconds=time.perf_counter() - started,
+    )
     return stats, checks.outcomes()
 
 
@@ -298,6 +327,8 @@ def pairs_stage(
         "by_role": dict(report.by_role),
         "dedup": report.dedup,
         "conflicts": report.conflicts,
+        # beads the machinery wrote, by kind, and whether the bead tasks left them out
+        "machinery": summarize_documents(docs, cfg.machinery),
         "invalid_commands": dict(report.invalid_commands),
         "invalid_examples": report.invalid_examples,
         "over_budget": dict(report.over_budget),
@@ -313,22 +344,28 @@ def pairs_stage(
 
 
 def splits_stage(store: ArtifactStore, cfg: CorpusConfig) -> tuple[dict[str, Any], list[CheckOutcome]]:
-    """train / validation / test by group, in Arrow; also the change in example ids since the last
-    build (for deciding whether a retrain is worth it)."""
+    """train / validation / test by group (every task with a few groups measured: see corpus/splits.py),
+    in Arrow; the coverage moves and warnings; also the change in example ids since the last build (for
+    deciding whether a retrain is worth it)."""
+    from gastown_ft.evaluation.tasks import FAMILY_TASKS
+
     started = time.perf_counter()
     table = store.read_table("corpus", "instruction_pairs")
-    memo: dict[str, str] = {}
-    names = []
-    for g in table.column("group_id").to_pylist():
-        if g not in memo:
-            memo[g] = assign_split(g, seed=cfg.split_seed, ratios=cfg.split_ratios)
-        names.append(memo[g])
-    split_col = pa.array(names, pa.string())
+    group_ids = table.column("group_id").to_pylist()
+    group_tasks: dict[str, set[str]] = {}
+    for g, task in zip(group_ids, table.column("task").to_pylist(), strict=True):
+        group_tasks.setdefault(g, set()).add(task)
+    assignment = assign_groups(
+        group_tasks, seed=cfg.split_seed, ratios=cfg.split_ratios, min_groups=cfg.split_min_groups
+    )
+    split_col = pa.array([assignment.splits[g] for g in group_ids], pa.string())
     tables: dict[str, pa.Table] = {}
     for name in SPLITS:
         part = table.filter(pc.equal(split_col, name))
         order = pc.sort_indices(part, [("example_id", "ascending"), ("group_id", "ascending")])
         tables[name] = part.take(order)
+    by_split_and_task = {k: dict(Counter(v.column("task").to_pylist())) for k, v in tables.items()}
+    coverage = coverage_summary(assignment, by_split_and_task, FAMILY_TASKS)
     out_dir = store.root / "corpus" / "splits"
     summary = write_split_tables(
         tables,
@@ -337,6 +374,7 @@ def splits_stage(store: ArtifactStore, cfg: CorpusConfig) -> tuple[dict[str, Any
         description="Instruction-tuning examples built from a Gas Town town by gastown-ft.",
         seed=cfg.split_seed,
         ratios=cfg.split_ratios,
+        coverage=coverage,
     )
     outcomes = validate_splits(
         {name: [{"group_id": g} for g in t.column("group_id").to_pylist()] for name, t in tables.items()}
@@ -345,7 +383,9 @@ def splits_stage(store: ArtifactStore, cfg: CorpusConfig) -> tuple[dict[str, Any
     stats = {
         "rows": table.num_rows,
         "counts": {k: v.num_rows for k, v in tables.items()},
-        "by_split_and_task": {k: dict(Counter(v.column("task").to_pylist())) for k, v in tables.items()},
+        "by_split_and_task": by_split_and_task,
+        "coverage_moves": coverage["coverage_moves"],
+        "split_warnings": coverage["warnings"],
         "corpus_version": summary["version"],
         **change,
         "path": str(out_dir),
@@ -375,6 +415,38 @@ def corpus_change(store: ArtifactStore, example_ids: list[str]) -> dict[str, Any
     }
 
 
+QUARANTINE_FILES_SHOWN = 10  # files listed in the summary, most quarantined first
+QUARANTINE_LINES_SHOWN = 12  # line numbers listed per file
+
+
+def quarantined_files(
+    table: pa.Table, top: int = QUARANTINE_FILES_SHOWN, max_lines: int = QUARANTINE_LINES_SHOWN
+) -> list[dict[str, Any]]:
+    """The files with the most quarantined inputs (QUARANTINE_SCHEMA rows): each with its count, its
+    reasons and its first quarantined line numbers, so an operator can open the file at the spot."""
+    files: dict[str, dict[str, Any]] = {}
+    cols = (table[n].to_pylist() for n in ("path", "line", "reason"))
+    for path, line, reason in zip(*cols, strict=True):
+        f = files.setdefault(path, {"path": path, "count": 0, "reasons": Counter(), "lines": set()})
+        f["count"] += 1
+        f["reasons"][reason] += 1
+        if line is not None:
+            f["lines"].add(line)
+    out = []
+    for f in sorted(files.values(), key=lambda f: (-f["count"], f["path"]))[:top]:
+        lines = sorted(f["lines"])
+        out.append(
+            {
+                "path": f["path"],
+                "count": f["count"],
+                "reasons": dict(f["reasons"].most_common()),
+                "lines": lines[:max_lines],
+                "more_lines": max(0, len(lines) - max_lines),
+            }
+        )
+    return out
+
+
 def quarantine_stage(town: TownConfig, store: ArtifactStore) -> dict[str, Any]:
     """Every stage's quarantine table, plus walk problems no reader claims, in one table."""
     tables = [store.read_table("quarantine", s) for s in QUARANTINE_TABLES if store.exists("quarantine", s)]
@@ -387,6 +459,8 @@ def quarantine_stage(town: TownConfig, store: ArtifactStore) -> dict[str, Any]:
         "rows": table.num_rows,
         "by_reason": dict(Counter(table["reason"].to_pylist())),
         "by_source": dict(Counter(table["source"].to_pylist())),
+        "files": len(set(table["path"].to_pylist())),
+        "by_file": quarantined_files(table),
         "preview": [
             [r["source"], r["path"], r["reason"], r["detail"]]
             for r in table.slice(0, PREVIEW_ROWS).to_pylist()

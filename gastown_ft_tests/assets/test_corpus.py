@@ -83,7 +83,7 @@ def test_splits_are_stable_when_the_town_grows(corpus_run):
     settings, instance, root = corpus_run
     before = split_of(settings)
     assert before
-    issues = root / "ledger" / ".beads" / "issues.jsonl"
+    issues = root / "ledger" / "mayor" / "rig" / ".beads" / "issues.jsonl"  # the canonical clone's beads
     with open(issues, "a") as fh:
         fh.write(
             json.dumps(
