@@ -16,7 +16,7 @@ from typing import Any
 from gastown_ft.corpus.examples import assistant, make_example, user
 
 TASK = "convention_qa"
-QA_KINDS = frozenset({"claude_md", "agents_md", "role_template", "command", "skill", "prime"})
+QA_KINDS = frozenset({"claude_md", "agents_md", "role_template", "command", "skill", "prime", "directive"})
 MIN_SECTION_CHARS = 80
 MAX_SECTION_CHARS = 6000
 _HEADING = re.compile(r"^(#{1,4})\s+(.+?)\s*#*\s*$")
@@ -72,6 +72,8 @@ def question_for(heading: str, role: str | None, kind: str, name: str) -> str:
         return f"What does the `/{name}` command tell me to do about {heading.lower()}?"
     if kind == "skill":
         return f"In the {name} skill, what is the guidance on {heading.lower()}?"
+    if kind == "directive":  # the operator's policy for a role, on top of its template
+        return f"{who}{'w' if who else 'W'}hat does the operator's directive say about {heading.lower()}?"
     return f"{who}{'w' if who else 'W'}hat are the conventions for {heading.lower()}?"
 
 

@@ -66,3 +66,13 @@ def test_demo_conventions(demo_town):
     ex = list(build_convention_examples(rows))
     assert len(ex) >= 10
     assert {e["role"] for e in ex} >= {"mayor", "polecat", "witness", "refinery"}
+    # The operator's directives (town and rig `directives/<role>.md`) are taught in their role's voice.
+    directives = [e for e in ex if "directive" in e["messages"][1]["content"]]
+    assert directives and {e["role"] for e in directives} <= {
+        "polecat",
+        "witness",
+        "refinery",
+        "mayor",
+        "crew",
+    }
+    assert any("gt done" in e["messages"][2]["content"] for e in directives if e["role"] == "polecat")
