@@ -452,6 +452,13 @@ def resolve_base_model(
     if local.is_dir():
         _check_model_dir(local, "base_model directory")
         return ResolvedModel(path=local.resolve(), source="local", name=str(local.resolve()), revision=None)
+    refuse_missing_path(spec, local)
+    return _resolve_hub(spec, allow_network)
+
+
+def refuse_missing_path(spec: str, local: Path) -> None:
+    """A base_model that is a file, or a path that does not exist, is an error: only a name without a
+    path shape is taken for a hub id."""
     if local.exists():
         raise GastownFTError(f"base_model {spec!r} is a file, not a model directory")
     if not spec or spec.startswith(("/", "./", "../", "~", ".\\")) or os.path.isabs(spec):
@@ -460,7 +467,6 @@ def resolve_base_model(
             hint='set [training] base_model to "smollm2-135m-instruct", "embedded", an existing model '
             "directory, or a hub id",
         )
-    return _resolve_hub(spec, allow_network)
 
 
 def _offline_hint(repo_id: str) -> str:

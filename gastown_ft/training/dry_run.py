@@ -97,20 +97,12 @@ def preset_parts(preset, gguf: Path) -> tuple[Any, Any]:
     converted model (chat template, end of turn, pad token), without loading the weights."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from gastown_ft.training.chat_format import CHAT_TEMPLATE, TURN_END
-    from gastown_ft.training.presets import _restore_pre_tokenizer
+    from gastown_ft.training.presets import project_tokenizer
 
     with _quiet():
         config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    _restore_pre_tokenizer(tok, gguf)
-    im_end = tok.convert_tokens_to_ids(TURN_END)
-    if im_end is None or im_end == tok.unk_token_id:
-        raise GastownFTError(f"{preset.display}'s tokenizer has no {TURN_END} token")
-    tok.chat_template = CHAT_TEMPLATE
-    tok.eos_token = TURN_END
-    if tok.pad_token is None:
-        tok.pad_token = TURN_END
+    im_end = project_tokenizer(tok, gguf, preset.display)
     config.eos_token_id = im_end
     config.pad_token_id = tok.pad_token_id
     return config, tok
@@ -219,6 +211,7 @@ def _hub_facts(spec: str) -> BaseModelFacts:
 
 def describe_base_model(cfg: Settings, store: ArtifactStore) -> BaseModelFacts:
     """The configured base model's config and tokenizer where they are at hand, nothing built."""
+    from gastown_ft.training.base_model import refuse_missing_path
     from gastown_ft.training.presets import is_preset
 
     spec = (cfg.training.base_model or "").strip()
@@ -234,14 +227,7 @@ def describe_base_model(cfg: Settings, store: ArtifactStore) -> BaseModelFacts:
                 hint="point [training] base_model at the directory save_pretrained wrote",
             )
         return _from_dir(local.resolve(), f"{local.resolve()} (local directory)")
-    if local.exists():
-        raise GastownFTError(f"base_model {spec!r} is a file, not a model directory")
-    if not spec or spec.startswith(("/", "./", "../", "~", ".\\")) or os.path.isabs(spec):
-        raise GastownFTError(
-            f"base_model directory {spec!r} does not exist",
-            hint='set [training] base_model to "smollm2-135m-instruct", "embedded", an existing model '
-            "directory, or a hub id",
-        )
+    refuse_missing_path(spec, local)
     return _hub_facts(spec)
 
 

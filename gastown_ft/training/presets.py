@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gastown_ft.errors import GastownFTError
+from gastown_ft.training.chat_format import CHAT_TEMPLATE, TURN_END
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,6 @@ def convert_preset(preset: Preset, gguf: Path, target: Path, digest: str) -> Non
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from gastown_ft.training.base_model import _no_progress_bars, _swap_in, model_fingerprint
-    from gastown_ft.training.chat_format import CHAT_TEMPLATE, TURN_END
 
     log.info("converting %s from %s (once; cached at %s)", preset.display, gguf.name, target)
     started = time.perf_counter()
@@ -164,15 +164,7 @@ def convert_preset(preset: Preset, gguf: Path, target: Path, digest: str) -> Non
             quantizer = getattr(model, "hf_quantizer", None)
             if quantizer is not None:
                 quantizer.remove_quantization_config(model)
-            _restore_pre_tokenizer(tok, gguf)
-            im_end = tok.convert_tokens_to_ids(TURN_END)
-            if im_end is None or im_end == tok.unk_token_id:
-                raise GastownFTError(f"{preset.display}'s tokenizer has no {TURN_END} token")
-            # The project's one chat format, so training, evaluation, export and serving agree.
-            tok.chat_template = CHAT_TEMPLATE
-            tok.eos_token = TURN_END
-            if tok.pad_token is None:
-                tok.pad_token = TURN_END
+            im_end = project_tokenizer(tok, gguf, preset.display)
             model.config.eos_token_id = im_end
             model.config.pad_token_id = tok.pad_token_id
             model.generation_config = GenerationConfig(
@@ -226,3 +218,18 @@ def preset_info(model_dir: Path) -> dict | None:
         return json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def project_tokenizer(tok, gguf: Path, display: str) -> int:
+    """Set up the tokenizer loaded from a preset's GGUF as the conversion saves it (SmolLM's digit
+    pre-tokenizer, the project's one chat format, `<|im_end|>` as eos and pad); its `<|im_end|>` id."""
+    _restore_pre_tokenizer(tok, gguf)
+    im_end = tok.convert_tokens_to_ids(TURN_END)
+    if im_end is None or im_end == tok.unk_token_id:
+        raise GastownFTError(f"{display}'s tokenizer has no {TURN_END} token")
+    # The project's one chat format, so training, evaluation, export and serving agree.
+    tok.chat_template = CHAT_TEMPLATE
+    tok.eos_token = TURN_END
+    if tok.pad_token is None:
+        tok.pad_token = TURN_END
+    return im_end
