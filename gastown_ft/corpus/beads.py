@@ -184,6 +184,25 @@ def _shown(v: Any) -> str:
     return s if len(s) <= 60 else s[:60] + "…"
 
 
+def quarantine_invalid(
+    log: ReadLog,
+    problems: list[tuple[str, str]],
+    where: str,
+    rel: str,
+    rig: str | None,
+    line: int | None = None,
+) -> None:
+    """Quarantine a bead row whose fields `field_problems` rejected, under the first field's name."""
+    log.quarantine(
+        SOURCE,
+        rel,
+        f"invalid_{problems[0][0]}",
+        f"{where}: " + "; ".join(p for _, p in problems),
+        rig=rig,
+        line=line,
+    )
+
+
 def field_problems(row: dict[str, Any], statuses: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """(field, what is wrong) for each field of a bead row with the wrong type or an unknown value.
 
@@ -392,14 +411,7 @@ def read_issues_file(path: Path, scan: TownScan, log: ReadLog) -> Iterator[Docum
             continue
         problems = field_problems(row, statuses)
         if problems:
-            log.quarantine(
-                SOURCE,
-                rel,
-                f"invalid_{problems[0][0]}",
-                f"line {lineno} (bead {bead_id}): " + "; ".join(p for _, p in problems),
-                rig=rig,
-                line=lineno,
-            )
+            quarantine_invalid(log, problems, f"line {lineno} (bead {bead_id})", rel, rig, line=lineno)
             continue
         lines_of.setdefault(bead_id, []).append(lineno)
     keep = {lines[0] for lines in lines_of.values() if len(lines) == 1}

@@ -26,9 +26,9 @@ from gastown_ft.config import DoltConfig
 from gastown_ft.corpus.beads import (
     BACKUP_SIDE_FILES,
     EVENT_VALUE_CHARS,
-    SOURCE,
     bead_document,
     field_problems,
+    quarantine_invalid,
 )
 from gastown_ft.corpus.documents import Document, ReadLog
 from gastown_ft.corpus.dolt import (
@@ -168,13 +168,7 @@ def _database_documents(
             bead = {k: backup_form(v) for k, v in row.items()}
             problems = field_problems(bead, statuses)
             if problems:  # as the JSONL reader does: quarantined, naming the field
-                log.quarantine(
-                    SOURCE,
-                    rel,
-                    f"invalid_{problems[0][0]}",
-                    f"bead {bead['id']} in Dolt database {database}: " + "; ".join(p for _, p in problems),
-                    rig=rig,
-                )
+                quarantine_invalid(log, problems, f"bead {bead['id']} in Dolt database {database}", rel, rig)
                 continue
             if bead.get("status") == "tombstone":
                 log.skip("tombstone")

@@ -160,7 +160,7 @@ def build_embedded_model(
     state and the reported initial/final losses are always float32.
     """
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import GenerationConfig, LlamaForCausalLM
 
     from gastown_ft.training.tokenizer import train_tokenizer
 
@@ -201,16 +201,9 @@ def build_embedded_model(
 
     torch.manual_seed(seed)
     im_end = tok.convert_tokens_to_ids(TURN_END)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_heads,
-        max_position_embeddings=cfg.max_position_embeddings,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
+    config = embedded_config(
+        cfg,
+        len(tok),
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
@@ -315,6 +308,25 @@ def build_embedded_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def embedded_config(cfg, vocab_size: int, **tokens: Any):
+    """The LlamaConfig of the embedded base model `[training.embedded]` describes (`tokens`: its special
+    token ids, once the tokenizer exists)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        **tokens,
+    )
 
 
 def cpu_has_native_bf16() -> bool:

@@ -155,19 +155,10 @@ def _embedded_facts(cfg: Settings, store: ArtifactStore) -> BaseModelFacts:
     path = embedded_model_dir(store)
     if (path / "config.json").is_file():
         return _from_dir(path, f"embedded, built at {path}")
-    from transformers import LlamaConfig
+    from gastown_ft.training.base_model import embedded_config
 
     e = cfg.training.embedded
-    config = LlamaConfig(  # as build_embedded_model makes it; the vocabulary is at most vocab_size
-        vocab_size=e.vocab_size,
-        hidden_size=e.hidden_size,
-        intermediate_size=e.intermediate_size,
-        num_hidden_layers=e.num_layers,
-        num_attention_heads=e.num_heads,
-        num_key_value_heads=e.num_heads,
-        max_position_embeddings=e.max_position_embeddings,
-        tie_word_embeddings=True,
-    )
+    config = embedded_config(e, e.vocab_size)  # the vocabulary is at most vocab_size
     return BaseModelFacts(
         f"embedded, not built yet ({e.num_layers} layers, hidden {e.hidden_size}, vocabulary of at most "
         f"{e.vocab_size}; the base_model asset builds it at {path})",
