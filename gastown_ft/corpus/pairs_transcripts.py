@@ -2,10 +2,16 @@
 
 Each thread (main or sidechain segment) becomes chat messages: user text, assistant text with
 `tool_calls`, and `tool` results. The conversation is cut into windows that fit a token budget;
-every window starts with the role's system prompt and the session's opening request (the primed
-context, trimmed), never separates a tool call from its result, and ends on an assistant turn.
-Sessions that ended in an error, an interrupt or an abandoned hook are labelled low quality and
-left out unless asked for.
+every window starts with the system prompt and the session's opening request (trimmed), never
+separates a tool call from its result, and ends on an assistant turn.
+
+Text no person wrote (context blocks and messages from the reader: system reminders, meta lines,
+hook output, command echoes) is never a user's words: context the model saw before anything was said
+in a segment (primed context, the compaction summary and the turns kept through a compaction) goes
+into the system message; context seen later stays at that point, wrapped in `<context kind=...>`.
+Queued steering messages are user turns placed after the tool results they arrived with. A sub-agent
+gets its own system prompt (its task) and its parent session's split group. Sessions that ended in an
+error, an interrupt or an abandoned hook are labelled low quality and left out unless asked for.
 """
 
 from __future__ import annotations
@@ -61,16 +67,37 @@ def _trim(text: str, max_tokens: int, count: Callable[[str], int]) -> str:
     return text[:keep] + "\n[... trimmed ...]"
 
 
-def to_chat(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Transcript messages to chat messages; returns them and the tool schemas they use."""
+def wrap_context(kind: str, text: str) -> str:
+    return f'<context kind="{kind}">\n{text}\n</context>'
+
+
+def _block_texts(blocks: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(person text, wrapped context) of a message's blocks."""
+    texts, context = [], []
+    for b in blocks:
+        if b.get("type") == "text" and b.get("text"):
+            texts.append(b["text"])
+        elif b.get("type") == "context" and b.get("text"):
+            context.append(wrap_context(str(b.get("kind")), b["text"]))
+    return texts, context
+
+
+def to_chat(
+    messages: list[dict[str, Any]], lead: list[str] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Transcript messages to chat messages; returns them and the tool schemas they use.
+
+    Context seen before the first user or assistant turn is appended to `lead` (for the system
+    message) when a list is given; later context is wrapped and kept where the model saw it."""
     chat: list[dict[str, Any]] = []
     tools: dict[str, dict[str, Any]] = {}
     for m in messages:
         blocks = m.get("content") or []
         if isinstance(blocks, str):
             blocks = [{"type": "text", "text": blocks}]
-        texts = [b.get("text", "") for b in blocks if b.get("type") == "text" and b.get("text")]
-        if m.get("role") == "assistant":
+        texts, context = _block_texts(blocks)
+        role = m.get("role")
+        if role == "assistant":
             calls = []
             for b in blocks:
                 if b.get("type") == "tool_use":
@@ -92,7 +119,7 @@ def to_chat(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
             if calls:
                 msg["tool_calls"] = calls
             chat.append(msg)
-        elif m.get("role") == "user":
+        elif role in ("user", "context"):
             for b in blocks:
                 if b.get("type") == "tool_result":
                     content = b.get("content")
@@ -100,12 +127,52 @@ def to_chat(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[
                         content = json.dumps(content, ensure_ascii=False)
                     if b.get("is_error"):
                         content = f"[error] {content}"
+                    for c in b.get("context") or []:
+                        content += "\n\n" + wrap_context(str(c.get("kind")), c.get("text", ""))
                     chat.append(
                         {"role": "tool", "tool_call_id": b.get("tool_use_id") or "", "content": content}
                     )
-            if texts:
-                chat.append({"role": "user", "content": "\n\n".join(texts)})
-    return _repair(chat), tools
+            if context and lead is not None and not chat:
+                lead.extend(context)
+                context = []
+            if texts or context:
+                chat.append({"role": "user", "content": "\n\n".join(context + texts)})
+    return _merge_users(_after_results(_repair(chat))), tools
+
+
+def _after_results(chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A user turn that arrived while tool calls ran (steering, hook output) goes after their results:
+    the agent saw it with them, and a call must stay next to its results."""
+    out: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []
+    waiting: set[str] = set()
+    for m in chat:
+        if m["role"] == "assistant":
+            out.extend(held)
+            held = []
+            out.append(m)
+            waiting = {c["id"] for c in m.get("tool_calls") or []}
+        elif m["role"] == "tool":
+            out.append(m)
+            waiting.discard(m["tool_call_id"])
+            if not waiting:
+                out.extend(held)
+                held = []
+        elif waiting:
+            held.append(m)
+        else:
+            out.append(m)
+    return out + held
+
+
+def _merge_users(chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in chat:
+        if m["role"] == "user" and out and out[-1]["role"] == "user":
+            out[-1] = {"role": "user", "content": out[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            out.append(m)
+    return out
 
 
 def _repair(chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,6 +190,55 @@ def _repair(chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
         out.append(m)
     return out
+
+
+def _render_kept(m: dict[str, Any]) -> str:
+    parts = []
+    for b in m.get("content") or []:
+        t = b.get("type")
+        if t == "text":
+            parts.append(b.get("text", ""))
+        elif t == "tool_use":
+            parts.append(
+                f"[{b.get('name')}] {json.dumps(b.get('input'), ensure_ascii=False, sort_keys=True)}"
+            )
+        elif t == "tool_result":
+            parts.append(f"[result] {b.get('content', '')}")
+    return f"{m.get('role')}: " + "\n".join(p for p in parts if p)
+
+
+def segment_context(meta: dict[str, Any], lead: list[str]) -> str:
+    """The context that opens a segment: what the model saw before its first turn."""
+    pieces = list(lead)
+    kept = (meta.get("context") or {}).get("preserved") or []
+    if kept:
+        pieces.append(wrap_context("preserved_turns", "\n\n".join(_render_kept(m) for m in kept)))
+    return "\n\n".join(pieces)
+
+
+def subagent_system_prompt(sub: dict[str, Any], parent_role: str | None) -> str:
+    """A sub-agent's own system prompt: its task, not the role of the agent that started it."""
+    kind = sub.get("agent_type") or "general-purpose"
+    who = f"a {parent_role}" if parent_role else "another agent"
+    task = sub.get("description")
+    return (
+        f"You are a {kind} sub-agent, started by {who} in a Gas Town multi-agent workspace"
+        + (f" for one task: {task}." if task else " for one task, given in the first message.")
+        + " Work only on that task with your tools; your final message is the report the calling "
+        "agent receives."
+    )
+
+
+def system_message(row: dict[str, Any], meta: dict[str, Any], context: str) -> str:
+    sub = meta.get("subagent")
+    base = (
+        subagent_system_prompt(sub, row.get("role"))
+        if sub
+        else system_prompt(row.get("role"), row.get("rig"))
+    )
+    if not context:
+        return base
+    return f"{base}\n\nContext you were given before this conversation:\n{context}"
 
 
 def _units(chat: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -194,18 +310,22 @@ def build_transcript_examples(
         quality = 1.0 if outcome == "ok" else LOW_QUALITY
         if quality < 1.0 and not include_low_quality:
             continue
-        chat, tools = to_chat(meta.get("messages") or [])
+        lead: list[str] = []
+        chat, tools = to_chat(meta.get("messages") or [], lead)
         if not any(m["role"] == "assistant" for m in chat):
             continue
-        session = meta.get("session_id") or row["key"]
+        # A sub-agent trains in its parent session's group, so a session never spans two splits.
+        session = meta.get("group_session") or meta.get("session_id") or row["key"]
+        budget_share = max(16, int(max_tokens * OPENING_SHARE))
+        system = system_message(row, meta, _trim(segment_context(meta, lead), budget_share, count))
         # The window budget leaves room for the system prompt and the tool schemas.
-        overhead = count(system_prompt(row.get("role"), row.get("rig"))) + 8
+        overhead = count(system) + 8
         overhead += sum(count(json.dumps(t, sort_keys=True)) for t in tools.values())
         for _, window in windows(chat, max(64, max_tokens - overhead), count):
             used = {c["function"]["name"] for m in window for c in m.get("tool_calls") or []}
             yield make_example(
                 task=TASK,
-                messages=window,
+                messages=[{"role": "system", "content": system}, *window],
                 group_id=f"session:{session}",
                 source_ids=[row["doc_id"]],
                 rig=row.get("rig"),

@@ -1,17 +1,30 @@
 """Claude Code session transcripts: one document per segment of a conversation thread.
 
 Where: `<claude_projects_dir>/<encoded cwd>/<session-uuid>.jsonl` (the encoded cwd is the absolute cwd
-with every character outside [A-Za-z0-9] replaced by "-"); the projects of the town (their encoded
-name starts with the encoded town root) or all of them with `town.transcripts_all_projects`; also
-`*.jsonl` files of the town walk that lie under a `.claude/projects/` directory or in
-`town.extra_paths` and look like transcripts. Sub-agent files (`agent-*.jsonl`, also in
-`<session>/subagents/`) are read the same way: their lines are all sidechain lines.
+with every character outside [A-Za-z0-9] replaced by "-"); the projects whose folder name starts with
+the encoded town root (a fast prefilter only: a session belongs to the town when its `cwd` lies inside
+the town root, and sessions outside are counted as `outside_town` and left out), or all of them with
+`town.transcripts_all_projects`; also `*.jsonl` files of the town walk that lie under a
+`.claude/projects/` directory or in `town.extra_paths` and look like transcripts.
 
-A file's lines form a tree (uuid / parentUuid; a compaction boundary links back through
-logicalParentUuid). The main thread is the chain from the last non-sidechain line back to its
-root; each sidechain root (a sub-agent run) gives a thread of its own, the chain from the last line
-of its subtree back to it. Lines on no thread (abandoned retries, edits of earlier prompts) are left
-out and counted in meta.
+Sub-agents (`<session>/subagents/agent-<id>.jsonl`, workflow agents under `subagents/workflows/<run>/`,
+or the old flat `agent-<id>.jsonl`) are read as sidechains linked to the `Task` / `Agent` / `Workflow`
+call that started them (transcript_subagents.py): same split group as the parent, their own task as
+system prompt. A workflow's `journal.jsonl` is read into its agents' documents; any other file in a
+`subagents` folder is counted as `subagent_other_file`.
+
+A file's lines form a tree (uuid / parentUuid). The main thread is the chain from the last
+non-sidechain line back to its root, continued across compaction boundaries (transcript_tree.py);
+each boundary starts a new segment whose `context` holds what the model saw again after it (the
+summary is a context message, preserved turns are listed). A thread that cannot be rebuilt
+quarantines the session; a file with no parent links at all is read in line order, with a note.
+Each sidechain root (a sub-agent run) gives a thread of its own. Lines on no thread (rewound
+branches, edits of earlier prompts) are left out and counted in meta.
+
+Text no person wrote (system reminders, meta lines, command echoes and caveats, hook output, the
+compaction summary) becomes `context` blocks (transcript_context.py); queued steering messages
+(`queue-operation` remove, `queued_command` attachments) are placed where the agent saw them. Thinking
+is never kept: not in the text, not in meta (only counted).
 
 Streaming: a first pass keeps a small index per line (offset, length, flags, parent) in arrays; a
 second pass seeks to the lines of one thread at a time and emits it in segments of at most
@@ -28,6 +41,7 @@ import logging
 import os
 import re
 from array import array
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,10 +52,32 @@ from gastown_ft.corpus.documents import Document, ReadLog
 from gastown_ft.corpus.files import SNIFF_BYTES, check_file, file_mtime, looks_binary, os_error_reason
 from gastown_ft.corpus.roles import role_from_path, role_from_text
 from gastown_ft.corpus.scan import SKIP_DIRS, TownScan
+from gastown_ft.corpus.transcript_context import (
+    COMPACT_SUMMARY,
+    as_context,
+    attachment_blocks,
+    queued_text,
+    split_text,
+    split_tool_output,
+)
+from gastown_ft.corpus.transcript_subagents import (
+    SessionLinks,
+    SubagentPlace,
+    read_agent_meta,
+    read_journal,
+    subagent_place,
+)
+from gastown_ft.corpus.transcript_tree import Timeline, rebuild_main
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "transcripts"
+# The modules this reader's output depends on besides its own (for the read cache's code version).
+READER_MODULES = (
+    "gastown_ft.corpus.transcript_context",
+    "gastown_ft.corpus.transcript_tree",
+    "gastown_ft.corpus.transcript_subagents",
+)
 PROVENANCE_PREFIX = "claude-projects"  # provenance paths of files under claude_projects_dir
 
 MAX_LINE_BYTES = 8 * 1024 * 1024  # a longer line is quarantined, never loaded
@@ -85,6 +121,9 @@ F_COMPACT = 1 << 7  # a compact_boundary or a compaction summary message
 F_OVERSIZE = 1 << 8  # a placeholder for a line over MAX_LINE_BYTES
 F_ASSISTANT = 1 << 9
 F_USER = 1 << 10
+F_BOUNDARY = 1 << 11  # a compact_boundary line
+MAX_QUEUED = 10_000  # steering messages remembered per file
+THINKING_TYPES = ("thinking", "redacted_thinking")
 
 _UUID_RE = re.compile(rb'"uuid"\s*:\s*"([^"\\]{1,100})"')
 _PARENT_RE = re.compile(rb'"(?:parentUuid|logicalParentUuid)"\s*:\s*"([^"\\]{1,100})"')
@@ -256,6 +295,8 @@ def _walk_projects(
             _walk_projects(scan, log, path, base, seen, out)
         elif e.name.endswith(".jsonl"):
             out.append((path, prov))
+        elif "subagents" in path.relative_to(base).parts and not e.name.endswith(".meta.json"):
+            log.skip("subagent_other_file")  # read with its agent: only agent-*.meta.json
 
 
 def transcript_files(scan: TownScan, log: ReadLog) -> list[tuple[Path, str]]:
@@ -383,11 +424,8 @@ def normalize_block(b: Any) -> dict[str, Any]:
     if t == "text":
         text, cut = _cap(str(b.get("text") or ""))
         return {"type": "text", "text": text, **({"truncated": True} if cut else {})}
-    if t == "thinking":
-        text, cut = _cap(str(b.get("thinking") or ""))
-        return {"type": "thinking", "thinking": text, **({"truncated": True} if cut else {})}
-    if t == "redacted_thinking":
-        return {"type": "redacted_thinking"}
+    if t in THINKING_TYPES:  # never kept: thinking is no training or pretraining text
+        return {"type": str(t)}
     if t == "tool_use":
         inp = b.get("input")
         block = {"type": "tool_use", "id": b.get("id"), "name": b.get("name"), "input": inp}
@@ -401,6 +439,7 @@ def normalize_block(b: Any) -> dict[str, Any]:
         return block
     if t == "tool_result":
         text, images = _tool_result_text(b.get("content"))
+        text, context = split_tool_output(text)  # reminders Claude Code appended to the output
         text, cut = _cap(text)
         block = {
             "type": "tool_result",
@@ -412,6 +451,8 @@ def normalize_block(b: Any) -> dict[str, Any]:
             block["images"] = images
         if cut:
             block["truncated"] = True
+        if context:
+            block["context"] = context
         return block
     if t in ("image", "document"):
         src = b.get("source") if isinstance(b.get("source"), dict) else {}
@@ -425,16 +466,17 @@ def render_block(b: dict[str, Any]) -> str:
     t = b.get("type")
     if t == "text":
         return b.get("text", "")
-    if t == "thinking":
-        return f"[thinking] {b.get('thinking', '')}"
-    if t == "redacted_thinking":
-        return "[thinking redacted]"
+    if t in THINKING_TYPES:
+        return ""
+    if t == "context":
+        return f"[{b.get('kind')}] {b.get('text', '')}"
     if t == "tool_use":
         inp = json.dumps(b.get("input"), ensure_ascii=False, default=str)
         return f"[tool_use {b.get('name')}] {inp}"
     if t == "tool_result":
         tag = "[tool_result error]" if b.get("is_error") else "[tool_result]"
-        return f"{tag} {b.get('content', '')}"
+        extra = "".join("\n" + render_block(c) for c in b.get("context") or [])
+        return f"{tag} {b.get('content', '')}{extra}"
     if b.get("placeholder"):
         return f"[{t}]"
     if t == "omitted":
@@ -480,9 +522,15 @@ def line_flags(obj: dict[str, Any]) -> int:
         f |= F_API_ERROR
     if t == "system":
         if obj.get("subtype") == "compact_boundary":
-            f |= F_COMPACT | F_MSG
+            f |= F_COMPACT | F_MSG | F_BOUNDARY
         elif isinstance(obj.get("content"), str) and obj["content"].strip():
             f |= F_MSG
+        return f
+    if t == "attachment":
+        att = obj.get("attachment") if isinstance(obj.get("attachment"), dict) else {}
+        got = attachment_blocks(att)
+        if got is not None:
+            f |= F_MSG | (F_USER if got[0] == "steering" else 0)
         return f
     if t not in ("user", "assistant"):
         return f
@@ -540,6 +588,20 @@ class _Index:
     prime_parts: list[str] = field(default_factory=list)
     prime_budget: int = PRIME_CHARS
     prime_lines: int = 0
+    # Compaction: boundary index -> hash of its logical parent, and of its preserved lines
+    # (listed uuids, head, tail); resolved to indices in `logical` / `preserved`.
+    logical_keys: dict[int, int] = field(default_factory=dict)
+    preserved_keys: dict[int, tuple[list[int], int, int]] = field(default_factory=dict)
+    logical: dict[int, int] = field(default_factory=dict)
+    preserved: dict[int, tuple[list[int], int, int]] = field(default_factory=dict)
+    compact_meta: dict[int, dict[str, Any]] = field(default_factory=dict)
+    linked: bool = False  # some line names a parent
+    # Steering: queue-operation `remove` lines (offset, text, timestamp); texts delivered as
+    # queued_command attachments (their hash), to place each message once.
+    queued: list[tuple[int, str, str | None]] = field(default_factory=list)
+    queue_ops: Counter = field(default_factory=Counter)
+    delivered: set[int] = field(default_factory=set)
+    links: SessionLinks = field(default_factory=SessionLinks)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -566,11 +628,20 @@ class _Index:
         self.parent = array("l", [-1]) * n
         for i, pk in enumerate(self.pkeys):
             if pk:
+                self.linked = True
                 p = self.keys.get(pk, -1)
                 if p == -1 or p == i:
                     self.orphans += 1
                     p = -1
                 self.parent[i] = p
+        keys = self.keys
+        for b, lk in self.logical_keys.items():
+            self.linked = True
+            self.logical[b] = keys.get(lk, -1) if lk else -1
+        for b, (uuids, head, tail) in self.preserved_keys.items():
+            listed = [keys[k] for k in uuids if k in keys]
+            self.preserved[b] = (listed, keys.get(head, -1), keys.get(tail, -1))
+        self.logical_keys, self.preserved_keys = {}, {}
         self.pkeys = array("q")
         self.keys = {}
 
@@ -675,18 +746,60 @@ def _build_index(fh: IO[bytes], rel: str, log: ReadLog, rig: str | None) -> _Ind
                 idx.prime_budget,
                 idx.prime_parts,
             )
+        if t == "queue-operation":
+            _note_queue(idx, obj, raw.offset)
+        elif t == "attachment":
+            att = obj.get("attachment") if isinstance(obj.get("attachment"), dict) else {}
+            if att.get("type") == "queued_command":
+                idx.delivered.add(hash(queued_text(att.get("prompt"))))
+        elif t in ("user", "assistant"):
+            idx.links.note_line(obj)
         uuid = obj.get("uuid")
         if not isinstance(uuid, str) or not uuid:
             idx.no_uuid += 1
-            continue
+            if t not in MESSAGE_TYPES:
+                continue
+            uuid = f"\x00line {lineno}"  # kept, so a file without uuids can still be read in line order
         parent = obj.get("parentUuid")
-        if not isinstance(parent, str) or not parent:
-            parent = obj.get("logicalParentUuid")  # a compaction boundary points back this way
         parent = parent if isinstance(parent, str) and parent else None
-        if not idx.add(uuid, parent, raw.offset, raw.length, line_flags(obj)):
+        flags = line_flags(obj)
+        if not idx.add(uuid, parent, raw.offset, raw.length, flags):
             continue
+        if flags & F_BOUNDARY:
+            _note_boundary(idx, len(idx) - 1, obj)
     idx.resolve()
     return idx
+
+
+def _note_queue(idx: _Index, obj: dict[str, Any], offset: int) -> None:
+    """A queue-operation line: `remove` is a queued message handed to the agent mid-turn."""
+    op = obj.get("operation")
+    idx.queue_ops[str(op)] += 1
+    if op != "remove" or len(idx.queued) >= MAX_QUEUED:
+        return
+    text = queued_text(obj.get("content"))
+    if text:
+        ts = obj.get("timestamp") if isinstance(obj.get("timestamp"), str) else None
+        idx.queued.append((offset, _cap(text)[0], ts))
+
+
+def _uuid_key(v: Any) -> int:
+    return (hash(v) or 1) if isinstance(v, str) and v else 0
+
+
+def _note_boundary(idx: _Index, i: int, obj: dict[str, Any]) -> None:
+    """A compact_boundary's logical parent and preserved segment (compactMetadata)."""
+    idx.logical_keys[i] = _uuid_key(obj.get("logicalParentUuid"))
+    cm = obj.get("compactMetadata") if isinstance(obj.get("compactMetadata"), dict) else {}
+    seg = cm.get("preservedSegment") if isinstance(cm.get("preservedSegment"), dict) else {}
+    kept = cm.get("preservedMessages") if isinstance(cm.get("preservedMessages"), dict) else {}
+    listed = kept.get("uuids") if isinstance(kept.get("uuids"), list) else []
+    uuids = [_uuid_key(u) for u in listed[:MAX_QUEUED] if isinstance(u, str) and u]
+    head, tail = _uuid_key(seg.get("headUuid")), _uuid_key(seg.get("tailUuid"))
+    if uuids or (head and tail):
+        idx.preserved_keys[i] = (uuids, head, tail)
+    facts = {k: cm[k] for k in ("trigger", "preTokens", "postTokens") if isinstance(cm.get(k), str | int)}
+    idx.compact_meta[i] = facts
 
 
 # -- threads ----------------------------------------------------------------------------------------------
@@ -697,6 +810,7 @@ class _Thread:
     chain: array  # indices, root first
     left_out_lines: int = 0
     left_out_branches: int = 0
+    timeline: Timeline | None = None  # the main thread's compactions, notes and problem
 
 
 def _chain_to_root(idx: _Index, leaf: int) -> array:
@@ -712,25 +826,43 @@ def _chain_to_root(idx: _Index, leaf: int) -> array:
     return chain
 
 
+def _main_thread(idx: _Index) -> _Thread | None:
+    n = len(idx)
+    flags, parent = idx.flags, idx.parent
+    main_leaf = next((i for i in range(n - 1, -1, -1) if not flags[i] & F_SIDE), -1)
+    if main_leaf == -1:
+        return None
+    main = bytearray(0 if flags[i] & F_SIDE else 1 for i in range(n))
+    boundary = bytearray(1 if flags[i] & F_BOUNDARY else 0 for i in range(n))
+    talk = bytearray(1 if flags[i] & F_MSG and not flags[i] & F_COMPACT else 0 for i in range(n))
+    tl = rebuild_main(n, parent, main, boundary, idx.logical, idx.preserved, main_leaf, idx.linked, talk)
+    t = _Thread("main", "main", tl.chain, timeline=tl)
+    on = bytearray(n)
+    for i in tl.chain:
+        on[i] = 1
+    for i in range(n):
+        if flags[i] & F_SIDE or on[i] or flags[i] & F_OVERSIZE:
+            continue
+        t.left_out_lines += 1
+        p = parent[i]
+        if flags[i] & F_MSG and (p == -1 or on[p]):  # a message that forks off the thread
+            t.left_out_branches += 1
+    return t
+
+
 def _threads(idx: _Index) -> list[_Thread]:
     n = len(idx)
     flags, parent = idx.flags, idx.parent
     threads: list[_Thread] = []
-    main_leaf = next((i for i in range(n - 1, -1, -1) if not flags[i] & F_SIDE), -1)
-    if main_leaf != -1:
-        chain = _chain_to_root(idx, main_leaf)
-        on = bytearray(n)
-        for i in chain:
-            on[i] = 1
-        t = _Thread("main", "main", chain)
-        for i in range(n):
-            if flags[i] & F_SIDE or on[i] or flags[i] & F_OVERSIZE:
-                continue
-            t.left_out_lines += 1
-            p = parent[i]
-            if flags[i] & F_MSG and (p == -1 or on[p]):  # a message that forks off the thread
-                t.left_out_branches += 1
-        threads.append(t)
+    main = _main_thread(idx)
+    if main is not None:
+        threads.append(main)
+    if not idx.linked:  # no parent links: the sidechain lines, in line order, are one thread
+        chain = array("l", (i for i in range(n) if flags[i] & F_SIDE))
+        if chain:
+            uuid = idx.side_root_uuid.get(chain[0]) or f"#{chain[0]}"
+            threads.append(_Thread(f"sidechain:{uuid}", "sidechain", chain))
+        return threads
     # Sidechains: group lines by their sidechain root; a thread per root.
     root_of = array("l", [-2]) * n
     last_of: dict[int, int] = {}
@@ -792,24 +924,65 @@ def thread_outcome(idx: _Index, chain: array) -> str:
 
 
 # -- pass 2: messages and segments ------------------------------------------------------------------------
+def _person_blocks(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A user line's blocks with harness text split off as context blocks."""
+    out: list[dict[str, Any]] = []
+    for b in blocks:
+        if b.get("type") == "text":
+            out.extend(split_text(b.get("text", "")))
+        else:
+            out.append(b)
+    return out
+
+
 def message_of(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """The message kept in meta for one user / assistant / system line, or None."""
+    """The message kept in meta for one user / assistant / system / attachment line, or None.
+
+    role "user" and "assistant" are what a person and the agent said (a user message may also hold
+    context blocks); role "context" is text the model saw that no person wrote; role "system" marks a
+    compaction boundary."""
     t = obj.get("type")
-    if t not in MESSAGE_TYPES:
-        return None
-    msg = obj.get("message") if isinstance(obj.get("message"), dict) else {}
-    if t == "system":
-        blocks = _content_blocks(obj.get("content"))
-        if obj.get("subtype") == "compact_boundary" and not blocks:
-            blocks = [{"type": "text", "text": "Conversation compacted"}]
-        if not blocks:
+    flags: dict[str, Any] = {}
+    if t == "attachment":
+        att = obj.get("attachment") if isinstance(obj.get("attachment"), dict) else {}
+        got = attachment_blocks(att)
+        if got is None:
             return None
-        role = "system"
+        speaker, blocks = got
+        role = "user" if speaker == "steering" else "context"
+        if speaker == "steering":
+            flags["steering"] = True
+    elif t not in MESSAGE_TYPES:
+        return None
+    elif t == "system":
+        blocks = _content_blocks(obj.get("content"))
+        if obj.get("subtype") == "compact_boundary":
+            role = "system"
+            blocks = blocks or [{"type": "text", "text": "Conversation compacted"}]
+        else:
+            if not blocks:
+                return None
+            role = "context"
+            blocks = as_context(blocks, "system")
     else:
+        msg = obj.get("message") if isinstance(obj.get("message"), dict) else {}
         blocks = _content_blocks(msg.get("content"))
+        thinking = sum(1 for b in blocks if b.get("type") in THINKING_TYPES)
+        if thinking:
+            blocks = [b for b in blocks if b.get("type") not in THINKING_TYPES]
+            flags["thinking_blocks"] = thinking
+        if t == "user":
+            if obj.get("isCompactSummary") is True:
+                blocks = as_context(blocks, COMPACT_SUMMARY)
+            elif obj.get("isMeta") is True:
+                blocks = as_context(blocks, "meta")
+            else:
+                blocks = _person_blocks(blocks)
         if not blocks:
             return None
         role = msg.get("role") if isinstance(msg.get("role"), str) else t
+        if t == "user" and all(b.get("type") == "context" for b in blocks):
+            role = "context"
     out: dict[str, Any] = {
         "uuid": obj.get("uuid"),
         "parent_uuid": obj.get("parentUuid") or obj.get("logicalParentUuid"),
@@ -817,7 +990,9 @@ def message_of(obj: dict[str, Any]) -> dict[str, Any] | None:
         "role": role,
         "timestamp": obj.get("timestamp"),
         "content": blocks,
+        **flags,
     }
+    msg = obj.get("message") if isinstance(obj.get("message"), dict) else {}
     if t == "assistant":
         for k_in, k_out in (("model", "model"), ("stop_reason", "stop_reason"), ("id", "message_id")):
             if msg.get(k_in) is not None:
@@ -828,14 +1003,13 @@ def message_of(obj: dict[str, Any]) -> dict[str, Any] | None:
         out["is_meta"] = True
     if obj.get("isCompactSummary") is True:
         out["is_compact_summary"] = True
-    msg_obj = msg if isinstance(msg, dict) else {}
-    if _is_api_error(obj, t, msg_obj):
+    if _is_api_error(obj, str(t), msg):
         out["is_api_error"] = True
     return out
 
 
 def render_message(m: dict[str, Any]) -> str:
-    body = "\n".join(render_block(b) for b in m["content"])
+    body = "\n".join(x for x in (render_block(b) for b in m["content"]) if x)
     return f"{m['role']}: {body}"
 
 
@@ -902,11 +1076,72 @@ class _FileFacts:
     commit: str | None
     mtime: float | None
     model: str | None
+    group_session: str = ""  # the split group: a sub-agent shares its parent session's
+    subagent: dict[str, Any] | None = None  # a sub-agent file: the call that started it
 
 
 def _title(facts: _FileFacts, kind: str, segment: int) -> str:
     who = " ".join(x for x in (facts.role or "unknown role", facts.agent) if x)
+    if facts.subagent:
+        who = f"{who} sub-agent {facts.subagent.get('agent_id')}"
     return f"{who} session {facts.session_id[:8]}… ({kind}, part {segment + 1})"
+
+
+def _read_message(fh: IO[bytes], idx: _Index, i: int) -> dict[str, Any] | None | bool:
+    """The message of line i; None when the line holds none, False when it no longer parses."""
+    if idx.flags[i] & F_OVERSIZE:
+        return {
+            "uuid": idx.oversize_uuid.get(i),
+            "parent_uuid": None,
+            "type": "omitted",
+            "role": "omitted",
+            "timestamp": None,
+            "content": [{"type": "omitted", "reason": "line_too_large", "bytes": idx.lengths[i]}],
+        }
+    obj = _read_at(fh, idx.offsets[i], idx.lengths[i])
+    if obj is None:
+        return False
+    return message_of(obj)
+
+
+def _steering_at(idx: _Index, chain: array) -> dict[int, list[dict[str, Any]]]:
+    """Queued messages by the chain position after which the agent saw them (file order)."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    pending = [q for q in idx.queued if hash(q[1]) not in idx.delivered]
+    if not pending:
+        return out
+    by_offset = sorted((idx.offsets[i], pos) for pos, i in enumerate(chain))
+    offsets = [o for o, _ in by_offset]
+    for offset, text, ts in pending:
+        k = bisect_left(offsets, offset) - 1
+        pos = by_offset[k][1] if k >= 0 else -1
+        out.setdefault(pos, []).append(
+            {
+                "uuid": None,
+                "parent_uuid": None,
+                "type": "queue-operation",
+                "role": "user",
+                "steering": True,
+                "timestamp": ts,
+                "content": [{"type": "text", "text": text}],
+            }
+        )
+    return out
+
+
+def _epoch_context(fh: IO[bytes], idx: _Index, b: int, tl: Timeline) -> dict[str, Any]:
+    """What a compaction boundary says about the context after it: metadata and preserved turns."""
+    kept: list[dict[str, Any]] = []
+    chars = 0
+    for p in tl.preserved.get(b, []):
+        m = _read_message(fh, idx, p)
+        if not m or m["role"] not in ("user", "assistant"):
+            continue
+        chars += len(render_message(m))
+        if chars > SEGMENT_CHARS // 4:
+            break
+        kept.append(m)
+    return {"compaction": idx.compact_meta.get(b, {}), "preserved": kept}
 
 
 def _emit_thread(
@@ -915,16 +1150,22 @@ def _emit_thread(
     flags = idx.flags
     outcome = thread_outcome(idx, thread.chain)
     compacted = any(flags[i] & F_COMPACT for i in thread.chain)
+    tl = thread.timeline
+    boundaries = set(tl.boundaries) if tl else set()
+    steering = _steering_at(idx, thread.chain) if thread.kind == "main" else {}
+    subagent = facts.subagent
     seg = _Segment()
-    segment = 0
-    emitted = 0
+    segment = epoch = emitted = 0
+    context: dict[str, Any] | None = None
 
     def make_doc() -> Document:
         ts = [m.get("timestamp") for m in seg.messages if m.get("timestamp")]
         meta = {
             "session_id": facts.session_id,
+            "group_session": facts.group_session or facts.session_id,
             "thread": thread.name,
             "segment": segment,
+            "epoch": epoch,
             "outcome": outcome,
             "compacted": compacted,
             "messages": seg.messages,
@@ -939,6 +1180,12 @@ def _emit_thread(
             "role_source": facts.role_source,
             **file_meta,
         }
+        if context is not None:
+            meta["context"] = context
+        if tl is not None and tl.notes:
+            meta["notes"] = tl.notes
+        if subagent:
+            meta["subagent"] = subagent
         if thread.kind != "main":
             meta["summaries"] = []
         return Document(
@@ -955,32 +1202,8 @@ def _emit_thread(
             meta=meta,
         )
 
-    for i in thread.chain:
-        if flags[i] & F_OVERSIZE:
-            m = {
-                "uuid": idx.oversize_uuid.get(i),
-                "parent_uuid": None,
-                "type": "omitted",
-                "role": "omitted",
-                "timestamp": None,
-                "content": [{"type": "omitted", "reason": "line_too_large", "bytes": idx.lengths[i]}],
-            }
-        else:
-            obj = _read_at(fh, idx.offsets[i], idx.lengths[i])
-            if obj is None:
-                log.quarantine(
-                    SOURCE,
-                    facts.rel,
-                    "changed_during_read",
-                    "a line read in the first pass no longer parses",
-                    rig=facts.rig,
-                )
-                continue
-            m = message_of(obj)
-            del obj
-        if m is None:
-            seg.source_lines += 0 if flags[i] & F_OVERSIZE else 1
-            continue
+    def add(m: dict[str, Any]) -> Iterator[Document]:
+        nonlocal seg, segment, emitted
         text = render_message(m)
         if seg.would_overflow(m, text):
             yield make_doc()
@@ -988,7 +1211,35 @@ def _emit_thread(
             segment += 1
             seg = _Segment()
         seg.add(m, text)
+
+    for m in steering.get(-1, []):
+        yield from add(m)
+    for pos, i in enumerate(thread.chain):
+        if i in boundaries:  # a compaction: the model's context starts again here
+            if seg.messages:
+                yield make_doc()
+                emitted += 1
+                segment += 1
+                seg = _Segment()
+            epoch += 1
+            context = _epoch_context(fh, idx, i, tl) if tl is not None else None
+        m = _read_message(fh, idx, i)
+        if m is False:
+            log.quarantine(
+                SOURCE,
+                facts.rel,
+                "changed_during_read",
+                "a line read in the first pass no longer parses",
+                rig=facts.rig,
+            )
+            continue
+        if m is not None:
+            if subagent is None and thread.kind == "sidechain" and not seg.messages and segment == 0:
+                subagent = _inline_subagent(idx, m)
+            yield from add(m)
         seg.source_lines += 0 if flags[i] & F_OVERSIZE else 1
+        for q in steering.get(pos, []):
+            yield from add(q)
     if seg.messages:
         yield make_doc()
         emitted += 1
@@ -996,18 +1247,42 @@ def _emit_thread(
         log.skip("thread_without_messages")
 
 
+def _inline_subagent(idx: _Index, first: dict[str, Any]) -> dict[str, Any] | None:
+    """An old-style sidechain in the parent's own file: linked by its prompt to the call that sent it."""
+    text = "\n".join(b.get("text", "") for b in first["content"] if b.get("type") == "text").strip()
+    tid = idx.links.prompts.get(hash(text)) if text else None
+    call = idx.links.calls.get(tid) if tid else None
+    if call is None:
+        return None
+    return {
+        "agent_id": None,
+        "tool_use_id": call.tool_use_id,
+        "tool": call.tool,
+        "agent_type": call.agent_type,
+        "description": call.description,
+        "link": "prompt of the spawning call",
+    }
+
+
+def _in_town(scan: TownScan, cwd: str | None) -> tuple[bool | None, tuple[str, ...]]:
+    """(whether cwd lies inside the town root, its parts below the root); None when there is no cwd."""
+    if not cwd:
+        return None, ()
+    path = Path(os.path.normpath(cwd))
+    for root in _root_variants(scan.root):
+        try:
+            return True, path.relative_to(root).parts
+        except ValueError:
+            continue
+    return False, ()
+
+
 def _infer_role(scan: TownScan, idx: _Index) -> tuple[str | None, str | None, str | None, str | None]:
     role = rig = agent = source = None
-    if idx.cwd:
-        cwd = Path(idx.cwd)
-        for root in _root_variants(scan.root):
-            try:
-                parts = cwd.relative_to(root).parts
-            except ValueError:
-                continue
-            role, rig, agent = role_from_path(parts)
-            source = "cwd" if role else None
-            break
+    inside, parts = _in_town(scan, idx.cwd)
+    if inside:
+        role, rig, agent = role_from_path(parts)
+        source = "cwd" if role else None
     if role is None:
         t_role, t_rig, t_agent = role_from_text("\n".join(idx.prime_parts))
         if t_role:
@@ -1022,8 +1297,54 @@ def _rig_excluded(scan: TownScan, rig: str | None) -> bool:
     return bool(rig) and (rig in cfg.exclude_rigs or (bool(cfg.rigs) and rig not in cfg.rigs))
 
 
-def read_transcript_file(path: Path, rel: str, scan: TownScan, log: ReadLog) -> Iterator[Document]:
+@dataclass
+class ReadState:
+    """What reading one file leaves for the next: parent sessions' links, workflow journals."""
+
+    sessions: dict[str, SessionLinks] = field(default_factory=dict)
+    journals: dict[Path, tuple[dict[str, list[dict[str, Any]]], int]] = field(default_factory=dict)
+    journal_agents: dict[Path, set[str]] = field(default_factory=dict)  # agent files seen per folder
+    outside: list[str] = field(default_factory=list)  # provenance of sessions outside the town
+
+    def journal(self, folder: Path) -> dict[str, list[dict[str, Any]]]:
+        if folder not in self.journals:
+            path = folder / "journal.jsonl"
+            self.journals[folder] = read_journal(path) if path.is_file() else ({}, 0)
+        return self.journals[folder][0]
+
+
+def _subagent_facts(
+    path: Path, place: SubagentPlace, idx: _Index, state: ReadState, log: ReadLog
+) -> tuple[dict[str, Any], SessionLinks | None]:
+    parent_session = place.parent_session or (idx.session_id or "").split("#", 1)[0] or None
+    links = state.sessions.get(parent_session or "")
+    meta = read_agent_meta(path)
+    call, how = links.call_for(place, meta) if links else SessionLinks().call_for(place, meta)
+    sub: dict[str, Any] = {
+        "agent_id": place.agent_id,
+        "parent_session_id": parent_session,
+        "tool_use_id": call.tool_use_id if call else None,
+        "tool": call.tool if call else None,
+        "agent_type": (call.agent_type if call else None) or meta.get("agentType"),
+        "description": (call.description if call else None) or meta.get("description"),
+        "link": how,
+    }
+    if place.run_id:
+        sub["run_id"] = place.run_id
+        state.journal_agents.setdefault(path.parent, set()).add(place.agent_id)
+        records = state.journal(path.parent).get(place.agent_id)
+        if records:
+            sub["journal"] = records
+    if call is None:
+        log.skip("subagent_unlinked")
+    return sub, links
+
+
+def read_transcript_file(
+    path: Path, rel: str, scan: TownScan, log: ReadLog, state: ReadState | None = None
+) -> Iterator[Document]:
     """Every thread of one transcript file, in segments; problems go to the log, nothing raises."""
+    state = state if state is not None else ReadState()
     if not check_file(path, log, SOURCE, max_bytes=scan.max_bytes, rel=rel):
         return
     try:
@@ -1043,23 +1364,76 @@ def read_transcript_file(path: Path, rel: str, scan: TownScan, log: ReadLog) -> 
         if idx.lines == idx.quarantined:
             log.quarantine(SOURCE, rel, "no_valid_lines", "no line of the file could be read")
             return
-        role, rig, agent, role_source = _infer_role(scan, idx)
+        place = subagent_place(path)
+        sub: dict[str, Any] | None = None
+        parent_links: SessionLinks | None = None
+        if place is not None:
+            sub, parent_links = _subagent_facts(path, place, idx, state, log)
+        # Membership: the folder name was only a prefilter; the session's cwd decides.
+        inside, _ = _in_town(scan, idx.cwd)
+        if parent_links is not None and parent_links.in_town is not None:
+            inside = parent_links.in_town
+        from_projects = rel.startswith(PROVENANCE_PREFIX + "/")
+        if from_projects and inside is False and not scan.config.transcripts_all_projects:
+            log.skip("outside_town")
+            state.outside.append(rel)
+            logger.info("transcript %s: cwd %s is outside the town root; left out", rel, idx.cwd)
+            return
+        if parent_links is not None and parent_links.role is not None:
+            role, rig, agent, role_source = (
+                parent_links.role,
+                parent_links.rig,
+                parent_links.agent,
+                "parent_session",
+            )
+        else:
+            role, rig, agent, role_source = _infer_role(scan, idx)
         if _rig_excluded(scan, rig):
             log.skip("excluded_rig")
             return
         idx.prime_parts = []
         session_id = idx.session_id or path.stem
+        if sub is not None:
+            group = sub["parent_session_id"] or session_id
+        else:
+            group = session_id
+            idx.links.role, idx.links.rig, idx.links.agent, idx.links.in_town = role, rig, agent, inside
+            state.sessions[session_id] = idx.links
         commit = scan.rigs[rig].commit if rig in scan.rigs else None
         model = idx.models.most_common(1)[0][0] if idx.models else None
         facts = _FileFacts(
-            path, rel, session_id, role, role_source, rig, agent, commit, file_mtime(path), model
+            path,
+            rel,
+            session_id,
+            role,
+            role_source,
+            rig,
+            agent,
+            commit,
+            file_mtime(path),
+            model,
+            group_session=group,
+            subagent=sub,
         )
         threads = _threads(idx)
+        main = threads[0] if threads and threads[0].kind == "main" else None
+        if main is not None and main.timeline is not None and main.timeline.problem:
+            log.quarantine(
+                SOURCE,
+                rel,
+                "thread_not_rebuildable",
+                f"{main.timeline.problem}: a compact boundary's logicalParentUuid points into the "
+                "conversation after it and no preserved-segment metadata says where that line came "
+                "from; the session is not read rather than read shortened",
+                rig=rig,
+            )
+            return
         on_threads = sum(1 for t in threads for i in t.chain if not idx.flags[i] & F_OVERSIZE)
         file_meta = {
             "model": model,
             "models": dict(idx.models),
             "cwd": idx.cwd,
+            "in_town": inside,
             "git_branch": idx.git_branch,
             "version": idx.version,
             "summaries": idx.summaries,
@@ -1077,6 +1451,8 @@ def read_transcript_file(path: Path, rel: str, scan: TownScan, log: ReadLog) -> 
             },
             "threads": len(threads),
         }
+        if idx.queue_ops:
+            file_meta["queue_operations"] = dict(idx.queue_ops)
         try:
             for thread in threads:
                 yield from _emit_thread(fh, idx, thread, facts, file_meta, log)
@@ -1086,11 +1462,36 @@ def read_transcript_file(path: Path, rel: str, scan: TownScan, log: ReadLog) -> 
     log.files_read += 1
 
 
-def read_transcripts(scan: TownScan, log: ReadLog) -> Iterator[Document]:
+def _is_journal(path: Path) -> bool:
+    return path.name == "journal.jsonl" and "subagents" in path.parts
+
+
+def read_transcripts(scan: TownScan, log: ReadLog, state: ReadState | None = None) -> Iterator[Document]:
     """Documents (kind "main" or "sidechain") for every session transcript of the town."""
-    for path, rel in transcript_files(scan, log):
+    state = state if state is not None else ReadState()
+    # Parent sessions before sub-agent files (to link them), workflow journals after their agents.
+    files = sorted(
+        transcript_files(scan, log),
+        key=lambda f: 2 if _is_journal(f[0]) else 1 if subagent_place(f[0]) else 0,
+    )
+    for path, rel in files:
+        if _is_journal(path):  # a workflow journal: read into its agents' documents, not a transcript
+            records = state.journal(path.parent)
+            orphans = set(records) - state.journal_agents.get(path.parent, set())
+            log.skip("subagent_journal")
+            if orphans:
+                log.skip("journal_agent_without_file", len(orphans))
+            if state.journals[path.parent][1]:
+                log.quarantine(SOURCE, rel, "journal_unreadable", "journal lines that are not agent records")
+            continue
         try:
-            yield from read_transcript_file(path, rel, scan, log)
+            yield from read_transcript_file(path, rel, scan, log, state)
         except Exception as e:  # noqa: BLE001 - a reader never raises on bad input
             logger.exception("unexpected error reading %s", rel)
             log.quarantine(SOURCE, rel, "reader_error", f"{type(e).__name__}: {e}")
+    if state.outside:
+        logger.info(
+            "%d transcript(s) outside the town root left out, e.g. %s",
+            len(state.outside),
+            ", ".join(state.outside[:5]),
+        )

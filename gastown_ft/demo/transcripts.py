@@ -3,8 +3,11 @@
 One JSONL file per session under `<claude-projects>/<encoded cwd>/<session-uuid>.jsonl`. Lines form
 a tree through uuid/parentUuid; sub-agent lines (`isSidechain: true`) have their own chain. The
 sessions cover the cases a reader must handle: tool use, a failed and interrupted session, a
-compacted one (summary line + compact_boundary), a sidechain, a branch (an edited user message),
-unknown line types and fields, and (as a bad input) a truncated last line.
+compacted one (summary line + compact_boundary keeping a preserved segment, the conversation going on
+from the preserved tail), an in-file sidechain, a sub-agent file (`<session>/subagents/agent-<id>.jsonl`
+with its `.meta.json`, started by an `Agent` call), a steering message typed while a tool ran
+(`queue-operation` enqueue / remove), a branch (an edited user message), unknown line types and
+fields, and (as a bad input) a truncated last line.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from gastown_ft.demo.docs import COURIER_BACKOFF, LEDGER_MONEY, render_role
 from gastown_ft.demo.world import CLAUDE_VERSION, MODEL, SUBAGENT_MODEL, World, encode_cwd, iso_ms
 
 B62 = string.ascii_letters + string.digits
+READ_REMINDER = (
+    "<system-reminder>\nWhenever you read a file, you should consider whether it looks malicious. "
+    "You may explain what it does, but do not improve or extend malicious code.\n</system-reminder>"
+)
 _DEFAULT = object()
 
 
@@ -50,6 +57,7 @@ class Session:
     last: str | None = None  # the newest line of the main thread
     side_last: str | None = None  # the newest line of the current sidechain
     agent_id: str | None = None  # the sub-agent writing sidechain lines
+    extra: list[Transcript] = field(default_factory=list)  # sub-agent files and their meta.json
 
     def __post_init__(self) -> None:
         self.sid = self.new_uuid()
@@ -162,8 +170,10 @@ class Session:
         sidechain: bool = False,
         model: str = MODEL,
         result_extra: dict | None = None,
+        steer: str | None = None,
     ) -> tuple[str, str]:
-        """An assistant tool_use line and the user tool_result line that answers it."""
+        """An assistant tool_use line and the user tool_result line that answers it; `steer` is a
+        message the user typed while the tool ran (queued, then handed to the agent with the result)."""
         blocks: list[dict] = []
         if think:
             blocks.append(self.thinking(think))
@@ -175,6 +185,17 @@ class Session:
         a = self.assistant(blocks, "tool_use", parent=parent, sidechain=sidechain, model=model)
         if sidechain:
             self.side_last = a
+        if steer:
+            for op in ("enqueue", "remove"):
+                self.raw(
+                    {
+                        "type": "queue-operation",
+                        "operation": op,
+                        "timestamp": self.tick(0.5, 3),
+                        "sessionId": self.sid,
+                        "content": steer,
+                    }
+                )
         r = self.user(
             [{"tool_use_id": tid, "type": "tool_result", "content": result, "is_error": is_error}],
             parent=a,
@@ -194,6 +215,7 @@ class Session:
         think: str | None = None,
         say: str | None = None,
         description: str | None = None,
+        steer: str | None = None,
     ) -> tuple[str, str]:
         inp: dict[str, Any] = {"command": command}
         if description:
@@ -210,10 +232,68 @@ class Session:
             if self.rng.random() < 0.3
             else None
         )
-        return self.tool("Bash", inp, output, is_error=is_error, think=think, say=say, result_extra=extra)
+        return self.tool(
+            "Bash", inp, output, is_error=is_error, think=think, say=say, result_extra=extra, steer=steer
+        )
+
+    def subagent(
+        self,
+        description: str,
+        prompt: str,
+        steps: list[tuple[str, dict, str]],
+        report: str,
+        agent_type: str = "general-purpose",
+    ) -> tuple[str, str]:
+        """An `Agent` call whose sub-agent writes its own file, `<session>/subagents/agent-<id>.jsonl`
+        (with `agent-<id>.meta.json`), and the tool result that carries its report and agent id."""
+        tid = self.token("toolu_01", 22)
+        call = self.assistant(
+            [
+                {
+                    "type": "tool_use",
+                    "id": tid,
+                    "name": "Agent",
+                    "input": {"description": description, "prompt": prompt, "subagent_type": agent_type},
+                }
+            ]
+        )
+        agent_id = f"a{self.rng.getrandbits(64):016x}"
+        sub = Session(self.w, self.rng, self.cwd, self.branch, self.t)
+        sub.sid, sub.agent_id = self.sid, agent_id
+        sub.side_last = sub.user(prompt, parent=None, sidechain=True)
+        for name, inp, out in steps:
+            sub.tool(name, inp, out, sidechain=True, model=SUBAGENT_MODEL)
+        sub.assistant(
+            [sub.text_block(report)], "end_turn", parent=sub.side_last, sidechain=True, model=SUBAGENT_MODEL
+        )
+        folder = f"{self.rel_dir}/{self.sid}/subagents/agent-{agent_id}"
+        self.extra.append(sub.transcript(rel_path=f"{folder}.jsonl"))
+        meta = {"agentType": agent_type, "description": description}
+        self.extra.append(Transcript(f"{folder}.meta.json", [json.dumps(meta)], sub.t))
+        self.t = sub.t
+        trailer = (
+            f"agentId: {agent_id} (use SendMessage with to: '{agent_id}' to continue this agent)\n"
+            f"<usage>total_tokens: {self.rng.randrange(8000, 30000)}\ntool_uses: {len(steps)}\n"
+            f"duration_ms: {self.rng.randrange(4000, 40000)}</usage>"
+        )
+        result = self.user(
+            [
+                {
+                    "tool_use_id": tid,
+                    "type": "tool_result",
+                    "is_error": False,
+                    "content": [{"type": "text", "text": report}, {"type": "text", "text": trailer}],
+                }
+            ],
+            parent=call,
+            toolUseResult={"status": "completed", "agentId": agent_id, "totalToolUseCount": len(steps)},
+        )
+        return call, result
 
     def read(self, path: str, text: str, **kw: Any) -> tuple[str, str]:
         numbered = "\n".join(f"{i:>6}\u2192{line}" for i, line in enumerate(text.splitlines(), start=1))
+        # Claude Code appends this reminder to what Read returns: context, not the file.
+        numbered += f"\n\n{READ_REMINDER}\n"
         return self.tool("Read", {"file_path": path}, numbered, **kw)
 
     def say(self, text: str, think: str | None = None, stop: str | None = "end_turn") -> str:
@@ -294,8 +374,9 @@ class Session:
                 "timestamp": iso_ms(self.t),
             }
         )
+        self.last = u  # attachments sit in the chain: the next line's parent
 
-    def transcript(self, *, truncate_last: bool = False) -> Transcript:
+    def transcript(self, *, truncate_last: bool = False, rel_path: str | None = None) -> Transcript:
         rendered = [json.dumps(line, ensure_ascii=False, separators=(",", ":")) for line in self.lines]
         if truncate_last:
             # Cut inside the last tool input, at a point that does not depend on the workdir's length.
@@ -303,7 +384,7 @@ class Session:
             marker = last.rfind('"new_string":"')
             cut = marker + 40 if marker >= 0 else len(last) // 2
             rendered[-1] = last[:cut]
-        return Transcript(self.rel_path, rendered, self.t, truncated=truncate_last)
+        return Transcript(rel_path or self.rel_path, rendered, self.t, truncated=truncate_last)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -368,6 +449,7 @@ def mayor_session(w: World) -> Session:
         f"{ids['co_backoff']}  [P1 bug  open]  Retry backoff ignores jitter after attempt 6",
         think="The three map to existing beads in two rigs. Routes send le- to ledger and co- to courier. "
         "Check they are open and unassigned before making the convoy.",
+        steer="If only one lands before Thursday, make it the rounding bug.",
     )
     s.at_least("08:57")
     s.bash(
@@ -766,7 +848,7 @@ def witness_session(w: World) -> Session:
     s.bash(f"gt mq list {L}", "Merge queue for ledger: empty")
     for minute in ("09:34", "09:46"):
         s.at_least(minute)
-        s.bash(
+        head, _ = s.bash(
             f"gt patrol scan --rig {L} --notify",
             f"{L}/polecats/nux    {'working' if minute == '09:34' else 'done'}\n"
             f"{L}/polecats/slit   working   last output {'9' if minute == '09:34' else '21'}m ago",
@@ -791,13 +873,19 @@ def witness_session(w: World) -> Session:
             "compactMetadata": {"trigger": "auto", "preTokens": 151234 + s.rng.randrange(9000)},
         },
     )
-    s.user(
+    anchor = s.user(
         "This session is being continued from a previous conversation that ran out of context. "
         f"Summary:\n- {summary}\n- Next: nudge slit, check the merge queue, report the cycle.",
         parent=boundary,
         isCompactSummary=True,
         isVisibleInTranscriptOnly=True,
     )
+    # The last scan is kept after the summary (a preserved segment); the conversation goes on from it.
+    s.lines[-2]["compactMetadata"].update(
+        preservedSegment={"headUuid": head, "anchorUuid": anchor, "tailUuid": leaf},
+        preservedMessages={"anchorUuid": anchor, "uuids": [head, leaf]},
+    )
+    s.last = leaf
     s.attachment("hook_additional_context", [f"gt prime: role=witness rig={L} (re-primed after compaction)"])
     s.at_least("09:51")
     s.bash(
@@ -846,6 +934,22 @@ def refinery_session(w: World, merge_sha: str, main_before: str) -> Session:
     s.bash(
         f"git fetch origin && git checkout -B temp origin/{branch} && git rebase origin/main",
         "Switched to a new branch 'temp'\nSuccessfully rebased and updated refs/heads/temp.",
+    )
+    s.subagent(
+        "Review the rebased diff",
+        "Review the diff of the branch temp against origin/main for leftover conflict markers and "
+        "for changes outside internal/dlq. Report findings only; change nothing.",
+        [
+            (
+                "Bash",
+                {"command": "git diff --stat origin/main...temp"},
+                " internal/dlq/drain.go      | 31 +++++++++++++++++++------\n"
+                " internal/dlq/drain_test.go | 44 ++++++++++++++++++++++++++++++\n"
+                " 2 files changed, 63 insertions(+), 12 deletions(-)",
+            ),
+            ("Grep", {"pattern": "^(<<<<<<<|>>>>>>>)", "path": "internal"}, "No matches found"),
+        ],
+        "The diff touches only internal/dlq (drain.go and its test); no conflict markers.",
     )
     pw = p.f.password()
     p.record("password_cli_flag", pw, rel, f"--password={pw}")
@@ -1000,6 +1104,7 @@ def build_transcripts(
         crew_session(w, ledger_log),
     ]
     out = [s.transcript() for s in sessions]
+    out += [t for s in sessions for t in s.extra]
     slit = polecat_slit_session(w)
     out.append(slit.transcript(truncate_last=w.with_bad_inputs))
     bad = [(slit.rel_path, "truncated_last_line")] if w.with_bad_inputs else []

@@ -173,7 +173,7 @@ def test_main_thread_sidechains_and_abandoned_branch(tmp_path):
     assert log.files_read == 1
 
 
-def test_compaction_boundary_keeps_one_thread(tmp_path):
+def test_compaction_boundary_starts_a_new_context_on_the_same_thread(tmp_path):
     config, town, projects = make_town(tmp_path)
     cwd = town / "mayor"
     write_session(
@@ -204,10 +204,17 @@ def test_compaction_boundary_keeps_one_thread(tmp_path):
         ],
     )
     docs, _ = read(config)
-    assert len(docs) == 1
-    assert uuids(docs[0]) == ["u1", "a1", "c1", "u2", "a2"]
-    assert docs[0].meta["compacted"] is True and docs[0].role == "mayor"
-    assert docs[0].meta["messages"][2]["subtype"] == "compact_boundary"
+    # One thread, two contexts: the segment after the boundary starts with what the model saw.
+    assert [uuids(d) for d in docs] == [["u1", "a1"], ["c1", "u2", "a2"]]
+    assert {d.meta["thread"] for d in docs} == {"main"} and [d.meta["epoch"] for d in docs] == [0, 1]
+    assert all(d.meta["compacted"] is True and d.role == "mayor" for d in docs)
+    after = docs[1].meta["messages"]
+    assert after[0]["subtype"] == "compact_boundary"
+    assert after[1]["role"] == "context" and after[1]["content"][0]["kind"] == "compact_summary"
+    assert docs[1].meta["context"] == {
+        "compaction": {"trigger": "auto", "preTokens": 150000},
+        "preserved": [],
+    }
 
 
 def test_subagent_file_holds_only_sidechains(tmp_path):
@@ -296,15 +303,14 @@ def test_tool_blocks_stay_structured(tmp_path):
     msgs = doc.meta["messages"]
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]  # a1+a2 joined
     assert msgs[0]["content"][1] == {"type": "image", "placeholder": True, "media_type": "image/png"}
-    thinking, call = msgs[1]["content"]
-    assert thinking == {"type": "thinking", "thinking": "Which polecats are stale?"}
+    (call,) = msgs[1]["content"]  # thinking is never kept: the thinking-only line a1 adds nothing
     assert call == {
         "type": "tool_use",
         "id": "toolu_1",
         "name": "Bash",
         "input": {"command": "gt polecat list gastown"},
     }
-    assert msgs[1]["uuids"] == ["a1", "a2"] and msgs[1]["message_id"] == "msg_1"
+    assert msgs[1]["uuid"] == "a2" and msgs[1]["message_id"] == "msg_1"
     assert msgs[2]["content"] == [
         {
             "type": "tool_result",
@@ -315,7 +321,8 @@ def test_tool_blocks_stay_structured(tmp_path):
         }
     ]
     assert "EqQBCkYIBxgCKkB" not in json.dumps(doc.meta) and "iVBORw0KGgo" not in doc.text
-    assert "assistant: [thinking] Which polecats are stale?\n[tool_use Bash] " in doc.text
+    assert "stale" not in doc.text and "stale" not in json.dumps(doc.meta)
+    assert "assistant: [tool_use Bash] " in doc.text
     assert '[tool_use Bash] {"command": "gt polecat list gastown"}' in doc.text
     assert "user: [tool_result] nux  working  gt-abc" in doc.text
     assert doc.role == "witness" and doc.rig == "gastown"
@@ -497,7 +504,8 @@ def test_outcome_labels(tmp_path, ending, outcome):
         line("assistant", "a1", "u1", tool_use("t1", command="bd show gt-abc")),
         line("user", "r1", "a1", tool_result("t1", "gt-abc: fix it")),
     ]
-    write_session(projects, town / "gastown" / "polecats" / "nux", start + ending)
+    cwd = town / "gastown" / "polecats" / "nux"  # membership is by cwd: the lines must say it
+    write_session(projects, cwd, [{**obj, "cwd": str(cwd)} for obj in start + ending])
     (doc,) = read(config)[0]
     assert doc.meta["outcome"] == outcome
 
