@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gastown_ft.corpus.scan import LAYOUT_COUNTS
 from gastown_ft.errors import GastownFTError
 from gastown_ft.export.registry import Registry, embedded_base_notice
 from gastown_ft.status import asset_status
@@ -109,8 +110,12 @@ def detail_lines(state: dict[str, dict[str, Any]]) -> list[str]:
     lines.append(
         _counts_line("redactions by kind", meta.get("scrubbed_documents", {}).get("redactions_by_kind"))
     )
-    # Bead rows left out on purpose (identical repeats, tombstones): counted, not quarantined.
-    lines.append(_counts_line("bead rows skipped", meta.get("raw_beads", {}).get("skipped")))
+    # Bead rows left out on purpose (identical repeats, tombstones): counted, not quarantined. The
+    # walk's own counts (copies not read, redirects followed) are on a line of their own.
+    skipped = meta.get("raw_beads", {}).get("skipped") or {}
+    rows = {k: v for k, v in skipped.items() if k not in LAYOUT_COUNTS}
+    lines.append(_counts_line("bead rows skipped", rows))
+    lines.append(_counts_line("town layout", {k: v for k, v in skipped.items() if k in LAYOUT_COUNTS}))
     lines.append(_counts_line("quarantine by reason", meta.get("quarantine", {}).get("by_reason")))
     lines += quarantined_file_lines(meta.get("quarantine", {}))
     return [ln for ln in lines if ln]

@@ -10,6 +10,16 @@ the row as `invalid_<field>`. An id seen more than once in a file is resolved, n
 identical repeats are counted as deduplicated (`identical_duplicate_row`), and of differing versions the
 newest `updated_at` is kept (the later line on a tie) while each other version is quarantined as
 `superseded_version` with its line, so conflicts show up in the quarantine report.
+
+An id in several files (a rig's export and the town's, an old tracked `issues.jsonl` beside the
+`bd backup` dump) is resolved the same way across files: the same version (the same `updated_at` and
+no field that both copies fill differently; an export and a backup row of one version differ only in
+layout) is counted as `identical_duplicate_in_other_file`; otherwise the newest `updated_at` is kept
+and each older copy is quarantined as `superseded_version`, naming the file kept. Of copies with the
+same `updated_at`, the one in the bead's home (where the town's routes.jsonl sends its prefix) is kept,
+then a backup row (the database's own dump, with its events), then the first file in path order.
+
+A bead's rig is the one its id prefix routes to (scan.bead_provenance), else its file's.
 """
 
 from __future__ import annotations
@@ -270,14 +280,14 @@ class _Version:
 
 def _winning_lines(
     versions: dict[str, dict[bytes, _Version]], log: ReadLog, rel: str, rig: str | None
-) -> set[int]:
+) -> dict[str, int]:
     """The line kept for each id (the newest updated_at; on a tie the later line). Extra identical
     rows are counted as deduplicated; every other version is reported as superseded."""
-    keep_lines: set[int] = set()
+    keep_lines: dict[str, int] = {}
     for bead_id, by_content in versions.items():
         ordered = sorted(by_content.values(), key=lambda v: (v.time, v.last_line))
         keep = ordered[-1]
-        keep_lines.add(keep.last_line)
+        keep_lines[bead_id] = keep.last_line
         repeats = sum(v.copies - 1 for v in ordered)
         if repeats:
             log.skip("identical_duplicate_row", repeats)
@@ -301,7 +311,7 @@ def _winning_lines(
 
 def _resolve_repeats(
     path: Path, repeated: dict[str, list[int]], log: ReadLog, rel: str, rig: str | None
-) -> set[int]:
+) -> dict[str, int]:
     """The kept line of each id that occurs on several `lines` (see _winning_lines)."""
     wanted = {n for lines in repeated.values() for n in lines}
     versions: dict[str, dict[bytes, _Version]] = {}
@@ -392,16 +402,24 @@ def bead_document(
     )
 
 
-def read_issues_file(path: Path, scan: TownScan, log: ReadLog) -> Iterator[Document]:
-    """The beads of one `issues.jsonl` (an export, or a backup's issue rows joined to its side tables).
+@dataclass
+class _BeadFile:
+    """An `issues.jsonl` after its first pass: the line kept for each bead id in it."""
 
-    Two passes keep memory at one line plus the line numbers of each id: the first checks every row,
-    the second parses only the line kept for each id. Lines of an id seen more than once are read
-    once more in between, to tell identical repeats from differing versions.
-    """
+    path: Path
+    rel: str
+    rig: str | None
+    backup: bool
+    keep: dict[str, int]  # bead id -> line
+
+
+def _check_file(path: Path, scan: TownScan, log: ReadLog) -> _BeadFile:
+    """The first pass over one file: every row checked, repeated ids resolved (see _winning_lines).
+
+    Memory stays at one line plus the line numbers of each id; lines of an id seen more than once
+    are read once more, to tell identical repeats from differing versions."""
     rel = scan.rel(path)
-    rig, commit = scan.provenance(path)
-    backup = is_backup_dir(path.parent)
+    rig, _ = scan.provenance(path)
     statuses = custom_statuses(path.parent)
     lines_of: dict[str, list[int]] = {}
     for lineno, row in iter_jsonl(path, log, SOURCE, max_bytes=scan.max_bytes, rel=rel, rig=rig):
@@ -414,20 +432,115 @@ def read_issues_file(path: Path, scan: TownScan, log: ReadLog) -> Iterator[Docum
             quarantine_invalid(log, problems, f"line {lineno} (bead {bead_id})", rel, rig, line=lineno)
             continue
         lines_of.setdefault(bead_id, []).append(lineno)
-    keep = {lines[0] for lines in lines_of.values() if len(lines) == 1}
+    keep = {i: lines[0] for i, lines in lines_of.items() if len(lines) == 1}
     repeated = {i: lines for i, lines in lines_of.items() if len(lines) > 1}
     del lines_of
     if repeated:
-        keep |= _resolve_repeats(path, repeated, log, rel, rig)
-    side = _load_side_tables(path.parent, scan, log) if backup else None
-    mtime = file_mtime(path)
+        keep.update(_resolve_repeats(path, repeated, log, rel, rig))
+    return _BeadFile(path, rel, rig, is_backup_dir(path.parent), keep)
+
+
+_EMPTY = (None, "", [], {})
+
+
+def _field_digests(row: dict[str, Any]) -> dict[str, bytes]:
+    """A short digest of each filled field of a row (what two copies of a version are compared on).
+    A backup writes booleans as 0/1 (`ephemeral: 1`), an export as true/false: compared as numbers."""
+    return {
+        k: _row_digest({"v": int(v) if isinstance(v, bool) else v})[:8]
+        for k, v in row.items()
+        if v not in _EMPTY
+    }
+
+
+@dataclass
+class _Copy:
+    """One file's kept row of a bead id that several files hold."""
+
+    file: _BeadFile
+    order: int  # the file's place in path order
+    line: int
+    updated_at: Any
+    time: float
+    fields: dict[str, bytes]
+    home: bool  # the file lies where the town's routes send this id
+
+    def same_version(self, other: _Copy) -> bool:
+        if self.time != other.time:
+            return False
+        shared = self.fields.keys() & other.fields.keys()
+        return all(self.fields[k] == other.fields[k] for k in shared)
+
+
+def _why_kept(keep: _Copy, old: _Copy) -> str:
+    if keep.time != old.time:
+        return f"updated_at {old.updated_at or 'missing'}; the newest is kept"
+    if keep.home and not old.home:
+        return "the same updated_at; the copy where the town's routes send the id is kept"
+    if keep.file.backup and not old.file.backup:
+        return "the same updated_at; the backup's row is kept"
+    return "the same updated_at; the first file in path order is kept"
+
+
+def _resolve_across_files(files: list[_BeadFile], scan: TownScan, log: ReadLog) -> None:
+    """Leave one copy of each bead id that several files keep (see the module doc)."""
+    seen: dict[str, int] = {}
+    for f in files:
+        for bead_id in f.keep:
+            seen[bead_id] = seen.get(bead_id, 0) + 1
+    shared = {i for i, n in seen.items() if n > 1}
+    del seen
+    if not shared:
+        return
+    copies: dict[str, list[_Copy]] = defaultdict(list)
+    for order, f in enumerate(files):
+        wanted = {line for bead_id, line in f.keep.items() if bead_id in shared}
+        if not wanted:
+            continue
+        for lineno, row in _rows_at(f.path, wanted, log, f.rel, f.rig):
+            bead_id = row.get("id")
+            if bead_id not in shared:
+                continue
+            route = scan.route_of(bead_id)
+            home = route is not None and f.rig == route.rig
+            updated = row.get("updated_at")
+            copies[bead_id].append(
+                _Copy(f, order, lineno, updated, _time_key(updated), _field_digests(row), home)
+            )
+    for bead_id, found in copies.items():
+        if len(found) < 2:
+            continue
+        keep = max(found, key=lambda c: (c.time, c.home, c.file.backup, -c.order))
+        for old in found:
+            if old is keep:
+                continue
+            del old.file.keep[bead_id]
+            if old.same_version(keep):
+                log.skip("identical_duplicate_in_other_file")
+                continue
+            log.quarantine(
+                SOURCE,
+                old.file.rel,
+                "superseded_version",
+                f"line {old.line} is another version of bead {bead_id} ({_why_kept(keep, old)}: "
+                f"{keep.file.rel} line {keep.line}, updated_at {keep.updated_at or 'missing'})",
+                rig=old.file.rig,
+                line=old.line,
+            )
+
+
+def _documents(f: _BeadFile, scan: TownScan, log: ReadLog) -> Iterator[Document]:
+    """The second pass over one file: the kept rows as documents (joined to a backup's side tables)."""
+    side = _load_side_tables(f.path.parent, scan, log) if f.backup else None
+    mtime = file_mtime(f.path)
     kept: set[str] = set()
-    for lineno, row in _rows_at(path, keep, log, rel, rig):
+    for lineno, row in _rows_at(f.path, set(f.keep.values()), log, f.rel, f.rig):
         if row.get("status") == "tombstone":
             log.skip("tombstone")
             continue
         kept.add(row["id"])
-        yield bead_document(row, lineno, rel=rel, rig=rig, commit=commit, mtime=mtime, side=side)
+        rig, commit = scan.bead_provenance(row["id"], f.path)
+        yield bead_document(row, lineno, rel=f.rel, rig=rig, commit=commit, mtime=mtime, side=side)
     if side is not None:
         for name in BACKUP_SIDE_FILES:
             orphans = sum(len(v) for k, v in side[name].items() if k not in kept)
@@ -436,5 +549,10 @@ def read_issues_file(path: Path, scan: TownScan, log: ReadLog) -> Iterator[Docum
 
 
 def read_beads(scan: TownScan, log: ReadLog) -> Iterator[Document]:
-    for path in sorted(scan.matching(is_issues_file, log, SOURCE)):
-        yield from read_issues_file(path, scan, log)
+    """Every bead of the town's files, once: each file checked, ids repeated across files resolved,
+    then each file's kept rows as documents. What the walk left out is counted in `log`."""
+    scan.record_layout(log)
+    files = [_check_file(p, scan, log) for p in sorted(scan.matching(is_issues_file, log, SOURCE))]
+    _resolve_across_files(files, scan, log)
+    for f in files:
+        yield from _documents(f, scan, log)

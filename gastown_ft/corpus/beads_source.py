@@ -33,6 +33,7 @@ def beads_source_in_force(town: TownConfig, scan: TownScan | None = None) -> str
 
 def read_beads_from_source(scan: TownScan, log: ReadLog) -> Iterator[Document]:
     if beads_source_in_force(scan.config, scan) == "dolt":
+        scan.record_layout(log)  # the JSONL reader counts them itself
         return read_dolt_beads(scan, log)
     return read_beads(scan, log)
 

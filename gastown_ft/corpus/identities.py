@@ -24,7 +24,12 @@ Where a name is replaced: a distinctive name (`maraq`, `Mara Quill`, an email) e
 whole word, any case. A name that is also a common word or code token (`max`, `dom`, `debug`), a
 polecat handle or shorter than 3 letters only in identity contexts (home paths, `crew/NAME`,
 `NAME@`, actor fields, trailers, hostnames): replacing `max` everywhere would rewrite `max_tokens`
-and `--max-retries`.
+and `--max-retries`. In prose such a name goes only where it reads as a person: an `@max` mention,
+after words that introduce one (`assigned to max`, `thanks max`, `cc max`), next to another learned
+person in a list (`joe, max`), or capitalized as a name in mid-sentence (`asked Max to`), but not at
+the start of a sentence, line or table cell (`Max retries`), not in a Title Case run (`Mad Max`,
+`Claude Max`), not after an article (`the Max value`) and not before a number or code (`Max 3`,
+`Max.x`).
 
 Placeholders look like agent names (`person-3`), so `gastown/crew/person-3` is still an agent
 address that roles.py reads as crew, and a command that names it still parses.
@@ -396,8 +401,8 @@ def _full_name(tokens: list[str]) -> str | None:
 
 def _learn_actor(value: str, add: AddEvidence) -> None:
     v = value.strip()
-    if not v or _is_placeholder_value(v):
-        return
+    if not v or _is_placeholder_value(v) or v.endswith("…"):
+        return  # nobody, or a value the beads reader clipped (`gastown/crew/ma…`): part of a name
     if "<" in v or "\\u003c" in v.lower():
         m = re.match(r"(?P<n>[^<\\]+?)\s*(?:<|\\u003[cC])(?P<e>[^>\\]+)", v)
         if m:
@@ -623,9 +628,44 @@ class IdentityMap:
                 found(i, e, ph)
             elif _ENCODED_HOME_BEFORE.search(window) and (not after or after[0] in "-/\\\"' \t\n"):
                 found(i, e, ph)
+            elif self._a_person_in_prose(text, i, e, window):
+                found(i, e, ph)
         if "-" in text:
             for m in _DEVICE.finditer(low):
                 self._host(text, low, m.start(), add)
+
+    def _a_person_in_prose(self, text: str, i: int, e: int, window: str) -> bool:
+        """Whether a common-word name at text[i:e] reads as a person in prose (see the module doc)."""
+        if _code_after(text, e):
+            return False
+        if i and text[i - 1] == "@":  # a mention; `x@max` would be an address, not one
+            return i < 2 or text[i - 2] not in _EMAIL_LOCAL_CHARS
+        if _PERSON_BEFORE.search(window):
+            return True
+        if self._next_to_a_person(text, i, e, window):
+            return True
+        word = text[i:e]
+        if not (word[:1].isupper() and word[1:].islower()):
+            return False
+        before = _WORD_BEFORE.search(window)
+        if _POSSESSIVE.match(text, e) and (before is None or before.group("w").islower()):
+            return True  # `Max's branch` (not `Mad Max's`)
+        if before is None or before.group("w").lower() in _ARTICLES or not before.group("w").islower():
+            return False  # a sentence, line or cell starts here; Title Case; `the Max value`
+        nxt = _WORD_AFTER.match(text, e)
+        return nxt is None or not (nxt.group("w")[:1].isupper() or nxt.group("w")[:1].isdigit())
+
+    def _next_to_a_person(self, text: str, i: int, e: int, window: str) -> bool:
+        """`joe, max` / `max and joe`: listed beside a name already known to be a person."""
+        m = _LISTED_BEFORE.search(window)
+        if m is not None and self._is_person(m.group("w")):
+            return True
+        m = _LISTED_AFTER.match(text, e)
+        return m is not None and self._is_person(m.group("w"))
+
+    def _is_person(self, word: str) -> bool:
+        low = word.lower()
+        return low in self.everywhere or bool(_PLACEHOLDER.fullmatch(low))
 
     def _host(self, text: str, low: str, i: int, add: Callable[[tuple[int, int, str]], None]) -> None:
         """A hostname built from a name: `maraq-mbp`, `Maras-MacBook-Pro`, `mara's-imac` (the
@@ -673,6 +713,31 @@ _CONTEXT_BEFORE = re.compile(
     re.I,
 )
 _ENCODED_HOME_BEFORE = re.compile(r"-(?:home|Users)-$")  # Claude Code's project dirs: -Users-NAME-gt
+# Prose that introduces a person right before a name: `assigned to max`, `thanks, max`, `cc: max`.
+_PERSON_BEFORE = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?:(?:re)?assigned[ \t]+to|handed[ \t]+(?:off[ \t]+)?to|hand[ \t]+off[ \t]+to"
+    r"|(?:reviewed|approved|reported|requested|filed|authored|written|opened|raised|merged)[ \t]+by"
+    r"|thanks|thank[ \t]+you|cc|ping|hi|hey|dear|ask(?:ed)?)[ \t]*[,:]?[ \t]+$",
+    re.I,
+)
+# The word just before, one space away (columns of a help text or table are not a sentence).
+_WORD_BEFORE = re.compile(r"(?<![A-Za-z0-9_\-])(?P<w>[A-Za-z][A-Za-z'’]*) $")
+_POSSESSIVE = re.compile(r"['’]s(?![A-Za-z0-9_])")
+_WORD_AFTER = re.compile(r"[ \t]+(?P<w>[A-Za-z0-9]+)")
+_ARTICLES = frozenset({"the", "a", "an", "this", "that", "its", "their", "our", "your", "my", "per"})
+# A list: `joe, max`, `joe and max`, `joe & max`.
+_LISTED_BEFORE = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?P<w>[A-Za-z][A-Za-z0-9\-]*)(?:,[ \t]*|[ \t]+(?:and|or|&)[ \t]+)$"
+)
+_LISTED_AFTER = re.compile(
+    r"(?:,[ \t]*|[ \t]+(?:and|or|&)[ \t]+)(?P<w>[A-Za-z][A-Za-z0-9\-]*)(?![A-Za-z0-9_])"
+)
+
+
+def _code_after(text: str, e: int) -> bool:
+    """A name glued to code after it: `max_tokens`, `max(`, `max.x`, `max=3`, `max-retries`."""
+    nxt = text[e : e + 2]
+    return bool(nxt) and (nxt[0] in "_(=[{" or (nxt[0] in ".-/:" and nxt[1:2].isalnum()))
 
 
 def _left_ok(text: str, i: int, glued: str | frozenset[str] = _WORD_CHARS) -> bool:

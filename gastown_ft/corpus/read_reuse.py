@@ -60,6 +60,7 @@ def source_fingerprint(town: TownConfig, scan: TownScan, source: str) -> str:
         sorted((r.name, str(r.path), r.commit, r.branch) for r in scan.rigs.values()),
         sorted((str(i.path), i.reason, i.is_dir) for i in scan.issues),
         scan.excluded,
+        sorted(scan.layout_counts().items()),  # a new worktree or redirect changes what the report says
         reuse.stamps(files),
         *_live_state(town, scan, source),
     )

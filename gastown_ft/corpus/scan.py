@@ -12,6 +12,12 @@ Rigs come from `mayor/rigs.json`; without it every other top-level directory is 
 (a git clone at the top level, the layout of older towns and small fixtures) is its own clone.
 A `.beads/redirect` stub is followed to the directory it names, which is read once (and not at all
 when the walk already read it); the stub's own beads are never read.
+
+The town's `.beads/routes.jsonl` (`{"prefix": "gt-", "path": "gastown/mayor/rig"}`, `"."` for the
+town's own `hq-`) says where each bead id prefix lives: a bead belongs to the rig its prefix routes to,
+whichever file it was read from (a rig's copy of an `hq-` bead is the town's). What the walk left out
+(worktrees, clones, rigs, redirects followed or not needed) is counted by `layout_counts`, so the read
+report shows it.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ CANONICAL_CLONE = ("mayor", "rig")  # a rig's canonical clone, relative to the r
 AGENT_DIRS = frozenset({"refinery", "polecats", "crew", "witness"})
 BEADS_DIR = ".beads"
 REDIRECT_FILE = "redirect"
+ROUTES_FILE = (BEADS_DIR, "routes.jsonl")  # the town's prefix -> beads location table
 MAX_REDIRECT_HOPS = 8
 
 # Quarantine source for problems that belong to no reader (a directory symlink loop, ...).
@@ -108,6 +115,32 @@ class Redirect:
     target: Path | None  # the .beads directory it leads to (after any chain)
     rig: str | None
     outcome: str  # "read", "already_read", "excluded", or a problem reason
+
+
+@dataclass(frozen=True)
+class Route:
+    """One line of the town's `.beads/routes.jsonl`: bead ids starting with `prefix` live at `path`."""
+
+    prefix: str
+    path: str  # as written: relative to the town root, "." for the town's own beads
+    rig: str | None  # the rig that path lies in; None for the town, or for a place no rig read holds
+    town: bool  # the path is the town's own `.beads/`
+
+    @property
+    def resolved(self) -> bool:
+        return self.town or self.rig is not None
+
+
+# Reasons in `layout_counts` (read report: what the walk did not read, and why).
+LAYOUT_COUNTS = (
+    "worktree_not_read",  # a git worktree of a rig's canonical clone (refinery/rig, polecats/<name>/<rig>)
+    "clone_not_read",  # a full clone of it (crew/<name>)
+    "rig_left_out",  # a rig-shaped directory not in mayor/rigs.json, or left out by town.rigs / exclude_rigs
+    "redirect_followed",  # a `.beads/redirect` whose target was read through it
+    "redirect_already_read",  # one whose target the walk had read already: not read twice
+    "redirect_excluded",  # one whose target town.exclude leaves out
+    "route_to_unread_place",  # a routes.jsonl line whose path lies in no rig that is read
+)
 
 
 @dataclass
@@ -254,6 +287,39 @@ def follow_redirect(beads_dir: Path) -> tuple[Path | None, str]:
     return None, "redirect_loop"
 
 
+def read_routes(root: Path) -> tuple[list[tuple[str, str]], list[WalkIssue]]:
+    """(prefix, path) pairs of the town's `.beads/routes.jsonl`, and problems with its lines.
+
+    Absent file: no routes. A line that is not a JSON object with text `prefix` and `path` is reported
+    (reason `invalid_route`) and left out; the other lines still count."""
+    path = root.joinpath(*ROUTES_FILE)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return [], []
+    except OSError as e:
+        return [], [WalkIssue(path, os_error_reason(e), f"cannot read the bead routes: {e}", False)]
+    routes: list[tuple[str, str]] = []
+    issues: list[WalkIssue] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            issues.append(WalkIssue(path, "invalid_route", f"line {lineno}: {e.msg}", False))
+            continue
+        prefix = row.get("prefix") if isinstance(row, dict) else None
+        where = row.get("path") if isinstance(row, dict) else None
+        if not isinstance(prefix, str) or not prefix or not isinstance(where, str) or not where:
+            issues.append(
+                WalkIssue(path, "invalid_route", f"line {lineno}: needs text `prefix` and `path`", False)
+            )
+            continue
+        routes.append((prefix, where))
+    return routes, issues
+
+
 @dataclass
 class TownScan:
     """One walk of the town (and extra paths); readers filter `files` by their own patterns."""
@@ -269,6 +335,7 @@ class TownScan:
     copies: list[Copy] = field(init=False, default_factory=list)
     redirects: list[Redirect] = field(init=False, default_factory=list)
     left_out: dict[str, str] = field(init=False, default_factory=dict)
+    routes: list[Route] = field(init=False, default_factory=list)  # longest prefix first
     _redirect_roots: dict[Path, str | None] = field(init=False, default_factory=dict)
     _stubs: list[Path] = field(init=False, default_factory=list)
 
@@ -277,6 +344,7 @@ class TownScan:
         self.town_commit, _ = git_head(self.root)
         self.rigs = self._find_rigs()
         self._walk()
+        self.routes = self._read_routes()
 
     @property
     def max_bytes(self) -> int:
@@ -309,6 +377,56 @@ class TownScan:
         out = [self.rel(r.path / BEADS_DIR), self.rel(r.repo / BEADS_DIR)]
         out += [self.rel(base) for base, name in self._redirect_roots.items() if name == rig]
         return list(dict.fromkeys(out))
+
+    # -- bead routes ----------------------------------------------------------------------------
+    def _read_routes(self) -> list[Route]:
+        pairs, issues = read_routes(self.root)
+        self.issues.extend(issues)
+        routes: dict[str, Route] = {}
+        for prefix, where in pairs:
+            target = Path(os.path.expanduser(where))
+            target = Path(os.path.normpath(target if target.is_absolute() else self.root / target))
+            town = target == Path(os.path.normpath(self.root))
+            rig = None if town else self.rig_of(target)
+            routes[prefix] = Route(prefix, where, rig.name if rig else None, town)  # a later line wins
+        return sorted(routes.values(), key=lambda r: (-len(r.prefix), r.prefix))
+
+    def route_of(self, bead_id: str) -> Route | None:
+        """The route of a bead id (the longest prefix that matches and leads somewhere read)."""
+        for r in self.routes:
+            if r.resolved and bead_id.startswith(r.prefix):
+                return r
+        return None
+
+    def bead_provenance(self, bead_id: str, path: Path) -> tuple[str | None, str | None]:
+        """(rig, commit) of a bead read from `path`: the rig its prefix routes to, when the town has
+        routes for it (with that rig's HEAD, or the town's), else the file's own provenance."""
+        route = self.route_of(bead_id)
+        if route is None:
+            return self.provenance(path)
+        if route.town:
+            return None, self.town_commit
+        rig = self.rigs[route.rig]  # type: ignore[index]  # resolved: a rig that is read
+        return rig.name, rig.commit
+
+    # -- what the walk left out ---------------------------------------------------------------
+    def layout_counts(self) -> dict[str, int]:
+        """How many copies, rigs, redirects and routes the walk left out or followed (LAYOUT_COUNTS)."""
+        counts = {
+            "worktree_not_read": sum(1 for c in self.copies if c.kind == "worktree"),
+            "clone_not_read": sum(1 for c in self.copies if c.kind == "clone"),
+            "rig_left_out": len(self.left_out),
+            "redirect_followed": sum(1 for r in self.redirects if r.outcome == "read"),
+            "redirect_already_read": sum(1 for r in self.redirects if r.outcome == "already_read"),
+            "redirect_excluded": sum(1 for r in self.redirects if r.outcome == "excluded"),
+            "route_to_unread_place": sum(1 for r in self.routes if not r.resolved),
+        }
+        return {k: v for k, v in counts.items() if v}
+
+    def record_layout(self, log: ReadLog) -> None:
+        """Put `layout_counts` in a reader's log (its `skipped`), where the read report shows them."""
+        for reason, n in self.layout_counts().items():
+            log.skip(reason, n)
 
     # -- paths --------------------------------------------------------------------------------
     def rel(self, path: Path) -> str:

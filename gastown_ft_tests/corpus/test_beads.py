@@ -227,15 +227,22 @@ def test_custom_statuses_of_a_backup_are_known(tmp_path):
 
 @pytest.mark.shared
 def test_real_exports_pass_the_checks(shared_samples):
-    """Every row of the real exports is well-formed: the checks quarantine none of them."""
+    """Every row of the real exports is well-formed: the checks quarantine none of them. gastown's old
+    tracked export and its later `bd backup` share 518 beads: 454 the same version (counted), 64
+    updated since (the export's copy reported as superseded by the backup's)."""
     log = ReadLog()
     docs = list(
         read_beads(TownScan(TownConfig(root=shared_samples, claude_projects_dir=shared_samples / "x")), log)
     )
     if not docs:
         pytest.skip("no beads export under ../shared/gastown-samples")
-    assert not log.quarantined, log.quarantined[:5]
+    assert {q.reason for q in log.quarantined} <= {"superseded_version"}, log.quarantined[:5]
     assert not log.skipped.get("identical_duplicate_row")
+    assert len({d.key for d in docs}) == len(docs)  # each bead once across files
+    superseded = [q for q in log.quarantined if q.reason == "superseded_version"]
+    if any("/history/a98299b84-parent/" in q.path for q in superseded):
+        assert len(superseded) == 64 and log.skipped["identical_duplicate_in_other_file"] == 454
+        assert all("gastown/.beads/backup/issues.jsonl" in q.detail for q in superseded)
 
 
 @pytest.mark.shared

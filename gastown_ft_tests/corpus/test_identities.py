@@ -102,6 +102,51 @@ def test_crew_members_are_people_and_common_word_names_are_replaced_only_in_cont
     assert people.as_stats() == {"people": 2, "names_everywhere": 1, "names_in_context": 1}
 
 
+# A crew member `max` (a common word) and `dennis` (a distinctive name), then prose about them.
+PROSE_PEOPLE = ["gastown/crew/max", "gastown/crew/dennis", "gastown/crew/debug"]
+AS_A_PERSON = [
+    ("@max can you rebase?", "@{max} can you rebase?"),
+    ("LGTM, cc @max @debug", "LGTM, cc @{max} @{debug}"),
+    ("Reassigned to max after the standup.", "Reassigned to {max} after the standup."),
+    ("thanks, max!", "thanks, {max}!"),
+    (
+        "Crew workers (like dennis, max) have no patrol.",
+        "Crew workers (like {dennis}, {max}) have no patrol.",
+    ),
+    ("max and dennis split the queue", "{max} and {dennis} split the queue"),
+    (
+        "I asked Max to review it; Max's branch is stale",
+        "I asked {max} to review it; {max}'s branch is stale",
+    ),
+    ("then Debug takes the next bead", "then {debug} takes the next bead"),
+]
+AS_A_WORD = [
+    "Max retries: 3. Debug prints stay off.",
+    "Default polecat names: Mad Max theme; Claude Max subscription; Mad Max's fury",
+    "raise the Max value per worker; with Max 3 retries",
+    "  -l, --limit int          Max runs to query",
+    "| Max backoff | 10 min |\n| Cruft | Debug prints |",
+    "max_tokens = max(a, b)  # --max-retries 3, Max.x, the debug flag, max=4",
+    "@debug(verbose=True)\ndef f(): ...",
+    "pin the tool with npm i tool@max",
+    "DEBUG=1 MAX_AGE=4 go test",
+]
+
+
+@pytest.mark.parametrize("text,expected", AS_A_PERSON)
+def test_common_word_names_are_replaced_where_prose_names_a_person(text: str, expected: str) -> None:
+    people = IdentityMap.build(learn_all(PROSE_PEOPLE))
+    assert set(people.context) == {"max", "debug"} and "dennis" in people.everywhere
+    ph = {n: people.context.get(n) or people.everywhere[n] for n in ("max", "dennis", "debug")}
+    assert Scrubber(identities=people).scrub(text).text == expected.format(**ph)
+
+
+@pytest.mark.parametrize("text", AS_A_WORD)
+def test_common_word_names_stay_where_they_are_words(text: str) -> None:
+    people = IdentityMap.build(learn_all(PROSE_PEOPLE))
+    assert Scrubber(identities=people).scrub(text).text == text
+
+
 def test_polecat_names_are_agent_handles_and_stay() -> None:
     people, out = scrub_all(CREW_DOCS)
     joined = "\n".join(out)

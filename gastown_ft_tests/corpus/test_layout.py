@@ -288,3 +288,131 @@ def test_shared_beads_in_the_real_layout_are_read_once(shared_samples, tmp_path)
     assert not [q for q in log.quarantined if q.reason == "duplicate_id"]
     assert len(scan.copies) == 6 and not [d for d in docs if in_a_copy(d.path)]
     assert all(d.commit == town.heads[d.rig] for d in docs if d.rig)
+
+
+# ------------------------------------------------------------------------------------------------
+# routes.jsonl, one bead in several files, what the walk left out
+# ------------------------------------------------------------------------------------------------
+
+
+def test_layout_counts_say_what_was_not_read_and_why(town):
+    docs, log, scan = read(read_beads, town.config())
+    assert scan.layout_counts() == {
+        "worktree_not_read": 4,  # alpha's and beta's refinery/rig and polecat worktree
+        "clone_not_read": 2,  # their crew clones
+        "rig_left_out": 1,  # scratch: not in mayor/rigs.json
+        "redirect_followed": 1,  # beta's canonical .beads -> outside the town
+        "redirect_already_read": 2,  # alpha/.beads and beta/.beads: their targets are read once
+    }
+    for reason, n in scan.layout_counts().items():
+        assert log.skipped[reason] == n  # the beads reader's report carries them
+
+
+def test_the_read_report_shows_the_layout_apart_from_bead_rows():
+    from gastown_ft.report import detail_lines
+
+    skipped = {"tombstone": 3, "identical_duplicate_in_other_file": 5, "worktree_not_read": 4}
+    skipped |= {"clone_not_read": 2, "redirect_followed": 1}
+    lines = detail_lines({"raw_beads": {"metadata": {"skipped": skipped}}})
+    assert "[bold]bead rows skipped[/bold]: identical_duplicate_in_other_file 5, tombstone 3" in lines
+    assert "[bold]town layout[/bold]: worktree_not_read 4, clone_not_read 2, redirect_followed 1" in lines
+
+
+def routed_town(base: Path):
+    """The real-layout town plus: routes for beta and a place no rig read, a bad route line; town
+    beads that repeat alpha's (one the same, one newer, one older) and an `hq-` bead filed in alpha."""
+    town = make_real_town(base)
+    root = town.root
+    routes = [
+        {"prefix": "hq-", "path": "."},
+        {"prefix": "al-", "path": "alpha/mayor/rig"},
+        {"prefix": "be-", "path": "beta/mayor/rig"},
+        {"prefix": "zz-", "path": "gone/mayor/rig"},
+    ]
+    write(root / ".beads/routes.jsonl", jsonl(routes) + "{not json\n")
+    alpha = [
+        {"id": "al-1", "title": "alpha 1", "updated_at": "2026-03-01T10:00:00Z"},
+        {"id": "al-2", "title": "alpha 2", "updated_at": "2026-03-01T10:00:00Z"},
+        {"id": "al-3", "title": "alpha 3", "updated_at": "2026-03-01T10:00:00Z", "ephemeral": 1},
+        {"id": "hq-7", "title": "mail filed from alpha"},
+    ]
+    write(town.clone("alpha") / ".beads/issues.jsonl", jsonl(alpha))
+    hq = [
+        {"id": "hq-1", "title": "convoy"},
+        {"id": "al-1", "title": "alpha 1 retitled", "updated_at": "2026-03-02T09:00:00Z"},
+        {"id": "al-2", "title": "alpha 2 stale", "updated_at": "2026-02-01T00:00:00Z"},
+        # the same version as alpha's, as a backup writes it (0/1) beside an export (true/false)
+        {"id": "al-3", "title": "alpha 3", "updated_at": "2026-03-01T10:00:00Z", "ephemeral": True},
+        {"id": "be-1", "title": "beta 1"},  # beta's row, copied
+        {"id": "zz-1", "title": "a bead of a rig nobody reads"},
+    ]
+    write(root / ".beads/issues.jsonl", jsonl(hq))
+    return town
+
+
+def test_routes_map_bead_prefixes_to_rigs(tmp_path):
+    town = routed_town(tmp_path)
+    docs, log, scan = read(read_beads, town.config())
+    assert [(r.prefix, r.rig, r.town) for r in scan.routes] == [
+        ("al-", "alpha", False),
+        ("be-", "beta", False),
+        ("hq-", None, True),
+        ("zz-", None, False),
+    ]
+    by_key = {d.key: d for d in docs}
+    # A bead belongs where its prefix routes, whichever file it was read from (with that rig's HEAD).
+    assert (by_key["hq-7"].rig, by_key["hq-7"].path) == (None, "alpha/mayor/rig/.beads/issues.jsonl")
+    assert by_key["al-1"].path == ".beads/issues.jsonl"  # the town's copy is the newest ...
+    assert (by_key["al-1"].rig, by_key["al-1"].commit) == ("alpha", town.heads["alpha"])  # ... alpha's bead
+    # be-1 is in beta's beads and in the town's: the same version, counted; beta's own copy is kept.
+    assert by_key["be-1"].path.endswith("beta-beads/.beads/issues.jsonl") and by_key["be-1"].rig == "beta"
+    # zz- routes to no rig that is read: the bead stays the town file's.
+    assert by_key["zz-1"].rig is None
+    assert scan.layout_counts()["route_to_unread_place"] == 1
+    town_log = ReadLog()
+    scan.town_level_issues(town_log, lambda p: False)
+    assert [(q.reason, q.path) for q in town_log.quarantined] == [("invalid_route", ".beads/routes.jsonl")]
+
+
+def test_one_bead_in_several_files_is_resolved_like_repeats_in_one(tmp_path):
+    town = routed_town(tmp_path)
+    docs, log, _ = read(read_beads, town.config())
+    keys = [d.key for d in docs]
+    assert len(keys) == len(set(keys))  # each bead once
+    by_key = {d.key: d for d in docs}
+    assert by_key["al-1"].title == "bead al-1: alpha 1 retitled"  # the newest updated_at wins
+    assert by_key["al-2"].title == "bead al-2: alpha 2"
+    assert by_key["al-3"].path == "alpha/mayor/rig/.beads/issues.jsonl"  # same version: its home copy
+    # Identical versions are counted; conflicting ones are reported on the older copy, naming the kept one.
+    assert log.skipped["identical_duplicate_in_other_file"] == 2  # al-3, be-1
+    superseded = sorted(
+        (q.path, q.line, q.detail) for q in log.quarantined if q.reason == "superseded_version"
+    )
+    assert superseded == [
+        (
+            ".beads/issues.jsonl",
+            3,
+            "line 3 is another version of bead al-2 (updated_at 2026-02-01T00:00:00Z; the newest is kept: "
+            "alpha/mayor/rig/.beads/issues.jsonl line 2, updated_at 2026-03-01T10:00:00Z)",
+        ),
+        (
+            "alpha/mayor/rig/.beads/issues.jsonl",
+            1,
+            "line 1 is another version of bead al-1 (updated_at 2026-03-01T10:00:00Z; the newest is kept: "
+            ".beads/issues.jsonl line 2, updated_at 2026-03-02T09:00:00Z)",
+        ),
+    ]
+    assert {q.reason for q in log.quarantined} == {"superseded_version"}
+
+
+def test_same_updated_at_but_different_fields_is_a_conflict_kept_at_home(tmp_path):
+    root = tmp_path / "town"
+    write(root / ".beads/routes.jsonl", jsonl([{"prefix": "al-", "path": "alpha"}]))
+    row = {"id": "al-1", "title": "one", "updated_at": "2026-03-01T10:00:00Z"}
+    write(root / ".beads/issues.jsonl", jsonl([row | {"title": "one (town)"}]))
+    write(root / "alpha/.beads/issues.jsonl", jsonl([row]))
+    docs, log, _ = read(read_beads, TownConfig(root=root))
+    assert [(d.key, d.path, d.rig) for d in docs] == [("al-1", "alpha/.beads/issues.jsonl", "alpha")]
+    (q,) = log.quarantined
+    assert (q.reason, q.path) == ("superseded_version", ".beads/issues.jsonl")
+    assert "the same updated_at; the copy where the town's routes send the id is kept" in q.detail
