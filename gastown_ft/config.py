@@ -249,6 +249,13 @@ class TrainingConfig(_Section):
         True,
         description="Batch examples of similar length together (less padding); the order stays seeded.",
     )
+    share_prefix: bool = Field(
+        True,
+        description="Compute the opening that a step's examples share (system prompt and tools, often more "
+        "than half of each example) once per step: each example still attends only to its own tokens, "
+        "so the loss is the same, for less compute. With group_by_length, batches are also grouped by "
+        "that opening.",
+    )
     checkpoint_every: int = Field(
         50, ge=1, description="Save a resumable checkpoint every N optimizer steps."
     )
@@ -373,6 +380,11 @@ class ExportConfig(_Section):
     gguf_dtype: Literal["f16", "f32"] = Field(
         "f16", description="GGUF weights: f16 (half the size) or f32 (exact copy of the merged weights)."
     )
+    gguf_quantize: list[Literal["q8_0", "q4_k_m"]] = Field(
+        ["q8_0", "q4_k_m"],
+        description="Quantized GGUF copies made by llama.cpp's quantizer (needs llama-cpp-python), "
+        "each with its held-out loss in the model card; empty: none.",
+    )
     ollama_name: str = Field(
         "gastown-ft",
         min_length=1,
@@ -403,7 +415,20 @@ class ServeConfig(_Section):
         0.0, ge=0, le=2, description="When a request sets none: 0 is greedy (the same answer every time)."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU when there is one.")
-    threads: int | None = Field(None, ge=1, description="torch threads on CPU; default: all cores.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads (torch, or llama.cpp shared by the running replies); default: all cores.",
+    )
+    engine: Literal["auto", "llama.cpp", "transformers"] = Field(
+        "auto",
+        description="auto: llama.cpp when the version has its GGUF and llama-cpp-python is installed, "
+        "else transformers (the banner and /health say which, and why).",
+    )
+    quantization: Literal["none", "q8_0", "q4_k_m"] = Field(
+        "none", description="Serve a quantized GGUF copy (llama.cpp; see [export] gguf_quantize)."
+    )
+    parallel: int = Field(4, ge=1, le=64, description="Replies generated at once; more requests wait.")
     follow_promotions: bool = Field(
         True, description="Switch to a newly promoted (or rolled back) version without a restart."
     )

@@ -37,6 +37,12 @@ def _corpus_summary(store: ArtifactStore, version: str | None) -> dict:
     return {"version": version, "splits": splits, "tasks": dict(sorted(tasks.items(), key=lambda kv: -kv[1]))}
 
 
+def _test_examples(store: ArtifactStore) -> list[dict]:
+    """The test split's rows: the card's held-out loss per GGUF quantization is scored on a few."""
+    path = store.root / "corpus" / "splits" / "data" / "test.parquet"
+    return pq.read_table(path).to_pylist() if path.exists() else []
+
+
 @asset(
     group_name="release",
     kinds={"python", "safetensors", "gguf"},
@@ -75,6 +81,7 @@ def exported_model(context: AssetExecutionContext, settings: GastownSettings) ->
             corpus=_corpus_summary(store, provenance.get("corpus_version")),
             settings=cfg,
             log=context.log.info,
+            heldout_examples=_test_examples(store),
         )
         registry = Registry(registry_root(cfg))
         version = registry.register(staging, bundle.manifest, move=True)
@@ -113,6 +120,9 @@ def exported_model(context: AssetExecutionContext, settings: GastownSettings) ->
             gguf_dtype=MetadataValue.text(gguf["dtype"]),
             modelfile_path=MetadataValue.path(str(mv.bundle_dir / "Modelfile")),
         )
+        for q in bundle.manifest.get("gguf_quantizations") or []:
+            if q.get("loss") is not None:
+                meta[f"gguf_{q['quant']}_heldout_loss"] = MetadataValue.float(q["loss"])
     if mv.base_notice:  # the tiny embedded base: say so wherever this version shows up
         context.log.warning(f"{version}: {mv.base_notice}")
         meta["base_notice"] = MetadataValue.text(mv.base_notice)

@@ -16,6 +16,20 @@ def serve(
         str | None,
         typer.Option(help="A version id (v3) or a model/export directory; default: the promoted version."),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="auto | llama.cpp | transformers; default serve.engine (auto: llama.cpp when the version "
+            "has a GGUF and llama-cpp-python is installed)."
+        ),
+    ] = None,
+    quantization: Annotated[
+        str | None,
+        typer.Option(help="none | q8_0 | q4_k_m: serve that quantized GGUF copy (llama.cpp)."),
+    ] = None,
+    parallel: Annotated[
+        int | None, typer.Option(min=1, help="Replies generated at once; default serve.parallel (4).")
+    ] = None,
 ) -> None:
     """Serve the promoted model at http://HOST:PORT/v1 (chat completions, streaming, tool calls)."""
     import logging
@@ -52,12 +66,25 @@ def serve(
 
         torch.set_num_threads(cfg.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quant = quantization or cfg.quantization
     console.print(f"loading {choice.version or choice.path} ...", highlight=False)
-    engine = Engine(choice, device=cfg.device, max_tokens=cfg.max_tokens, temperature=cfg.temperature)
+    server = Engine(
+        choice,
+        device=cfg.device,
+        max_tokens=cfg.max_tokens,
+        temperature=cfg.temperature,
+        engine=engine or cfg.engine,
+        quant=None if quant == "none" else quant,
+        parallel=parallel or cfg.parallel,
+        threads=cfg.threads,
+    )
+    if server.loaded.note:  # "auto" fell back to transformers: say so where warnings go too
+        err_console.print(f"[yellow]warning:[/yellow] {server.loaded.note}", highlight=False)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     base_url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
     console.print(
-        f"serving {choice.version or choice.path} on {base_url}  (device {engine.device})\n"
+        f"serving {choice.version or choice.path} on {base_url}  (device {server.device})\n"
+        f"  engine     {server.engine_summary()}\n"
         f"  base URL   {base_url}\n"
         f"  model      {cfg.model_name}\n"
         f"  api key    any non-empty string (none is checked)\n"
@@ -66,7 +93,7 @@ def serve(
         + "Ctrl-C stops it.",
         highlight=False,
     )
-    uvicorn.run(create_app(engine, cfg.model_name), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(server, cfg.model_name), host=host, port=port, log_level="info")
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -7,6 +7,7 @@ inputs each needs are gathered from the training run's provenance and the evalua
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,8 +49,12 @@ def build_release_bundle(
     corpus: dict[str, Any],
     settings: Settings,
     log=lambda _msg: None,
+    heldout_examples: Sequence[dict[str, Any]] | None = None,
 ) -> ReleaseBundle:
-    """Merge, convert and describe one trained adapter into `out_dir` (replaced if it exists)."""
+    """Merge, convert and describe one trained adapter into `out_dir` (replaced if it exists).
+
+    `heldout_examples` (test-split rows) score each GGUF file, so the card can say what each
+    quantization costs."""
     from gastown_ft.export.card import write_model_card
     from gastown_ft.export.gguf import write_gguf
     from gastown_ft.export.merge import merge_adapter
@@ -77,12 +82,14 @@ def build_release_bundle(
     )
     files = {"merged": merged.path}
     gguf = None
+    quantizations: list[dict[str, Any]] = []
     if cfg.gguf:
         g = write_gguf(merged.path, out_dir / GGUF_NAME, cfg.gguf_dtype, name=cfg.ollama_name)
         gguf = g.to_dict()
         files["gguf"] = g.path
         files["modelfile"] = write_modelfile(out_dir, GGUF_NAME, num_ctx=context_length(merged.path))
         log(f"export: GGUF {g.dtype} {g.bytes / 2**20:.1f} MiB, {g.tensors} tensors, in {g.seconds:.1f}s")
+        quantizations = _quantize(g, cfg.gguf_quantize, merged.path, heldout_examples, log)
     files["card"] = write_model_card(
         out_dir,
         base_model=base,
@@ -96,6 +103,7 @@ def build_release_bundle(
         gguf_file=GGUF_NAME if gguf else None,
         modelfile="Modelfile" if gguf else None,
         serve_url=f"http://{settings.serve.host}:{settings.serve.port}/v1",
+        quantizations=quantizations,
     )
     manifest = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -110,5 +118,42 @@ def build_release_bundle(
         },
         "merge": merged.to_dict(),
         "gguf": gguf,
+        "gguf_quantizations": quantizations,
     }
     return ReleaseBundle(path=out_dir, manifest=manifest, merge=merged.to_dict(), gguf=gguf, files=files)
+
+
+def _quantize(
+    gguf, quants: Sequence[str], merged_dir: Path, examples: Sequence[dict[str, Any]] | None, log
+) -> list[dict[str, Any]]:
+    """Quantized copies of the GGUF beside it, and every file's held-out loss (the card's table)."""
+    from gastown_ft.export.quantize import quantize_gguf
+    from gastown_ft.llamacpp.runtime import unavailable
+
+    if not quants:
+        return []
+    reason = unavailable()
+    if reason:
+        log(f"export: no quantized GGUF copies ({reason})")
+        return []
+    files = [{"quant": gguf.dtype, "file": gguf.path.name, "path": gguf.path, "bytes": gguf.bytes}]
+    for q in quants:
+        r = quantize_gguf(gguf.path, q)
+        files.append({"quant": q, "file": r.path.name, "path": r.path, "bytes": r.bytes})
+        log(f"export: GGUF {q} {r.bytes / 2**20:.1f} MiB in {r.seconds:.1f}s")
+    sequences = []
+    if examples:
+        from transformers import AutoTokenizer
+
+        from gastown_ft.llamacpp.quality import heldout_sequences
+
+        sequences = heldout_sequences(examples, AutoTokenizer.from_pretrained(str(merged_dir)))
+    rows = []
+    for f in files:
+        from gastown_ft.llamacpp.quality import gguf_heldout_loss
+
+        score = gguf_heldout_loss(f["path"], sequences) if sequences else {}
+        rows.append({k: v for k, v in f.items() if k != "path"} | score)
+        if score.get("loss") is not None:
+            log(f"export: {f['file']} held-out loss {score['loss']:.4f} on {score['tokens']} tokens")
+    return rows

@@ -12,7 +12,7 @@ missing section is written as "not recorded" rather than left out, so a reader s
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +274,35 @@ def _training_data(corpus: Mapping[str, Any]) -> str:
     return text
 
 
+def _quantizations(rows: Sequence[Mapping[str, Any]] | None) -> str:
+    """The GGUF files side by side: size and held-out loss, and what each quantization costs."""
+    if not rows:
+        return ""
+    ref = rows[0].get("loss")
+    lines = [
+        "\n### GGUF quantizations\n",
+        "Held-out loss (mean over the assistant's tokens of test examples, as training encodes them), "
+        "scored by llama.cpp on each file; the cost of a quantization is its loss above the first row's.\n",
+        "| File | Quantization | Size (MiB) | Held-out loss | Perplexity | Loss vs first |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        loss = r.get("loss")
+        delta = f"{loss - ref:+.4f}" if isinstance(loss, float) and isinstance(ref, float) else "n/a"
+        lines.append(
+            f"| `{r.get('file')}` | {r.get('quant')} | {r.get('bytes', 0) / 2**20:.1f} | "
+            + (f"{loss:.4f} | {r.get('perplexity'):.3f}" if isinstance(loss, float) else "n/a | n/a")
+            + f" | {delta} |"
+        )
+    tokens, examples = rows[0].get("tokens"), rows[0].get("examples")
+    if tokens:
+        lines.append(f"\nScored on {tokens} tokens of {examples} test examples.\n")
+    else:
+        lines.append("\nNot scored (no test examples, or llama.cpp was not available at export).\n")
+    lines.append("`gastown-ft serve --quantization q4_k_m` serves a quantized copy (through llama.cpp).\n")
+    return "\n".join(lines)
+
+
 def _evaluation(eval_results: Mapping[str, Any] | None) -> str:
     er = eval_results or {}
     head = []
@@ -375,6 +404,7 @@ def build_model_card(
     gguf_file: str | None = "model.gguf",
     modelfile: str | None = "Modelfile",
     serve_url: str = "http://127.0.0.1:8000/v1",
+    quantizations: Sequence[Mapping[str, Any]] | None = None,
 ) -> ModelCard:
     """The card in memory (see `write_model_card`)."""
     for what, value in (("base_model", base_model), ("corpus", corpus)):
@@ -406,7 +436,7 @@ def build_model_card(
         f"LoRA fine-tuning of {_base_description(base_model)}; the adapter is merged into the base "
         "weights for export. Loss falls only on what the assistant writes (its text, its tool calls "
         "and the closing `<|im_end|>`).\n\n" + _base_license(base_model) + _key_value_table(training_config),
-        "## Evaluation\n\n" + _evaluation(eval_results),
+        "## Evaluation\n\n" + _evaluation(eval_results) + _quantizations(quantizations),
         "## Intended use\n\n" + INTENDED_USE,
         "## Limitations\n\n" + _limitations(base_model),
         "## Provenance\n\n"
@@ -439,6 +469,7 @@ def write_model_card(
     gguf_file: str | None = "model.gguf",
     modelfile: str | None = "Modelfile",
     serve_url: str = "http://127.0.0.1:8000/v1",
+    quantizations: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write `out_dir/README.md` and return its path.
 
@@ -451,7 +482,9 @@ def write_model_card(
     eval_results: metrics {name: {"base": x, "tuned": y}}, split, examples, passed, gate (a one-line
     description of the gate); None when the model was not evaluated.
     provenance: run id, plan fingerprint, project version and commit, anything else worth keeping.
-    gguf_file / modelfile: the names of the exported GGUF and Modelfile, or None when not exported."""
+    gguf_file / modelfile: the names of the exported GGUF and Modelfile, or None when not exported.
+    quantizations: one row per GGUF file measured (`gguf_file` first, then its quantized copies):
+    quant, file, bytes, and the held-out loss / perplexity / tokens llama.cpp scored on it."""
     card = build_model_card(
         base_model=base_model,
         corpus=corpus,
@@ -461,6 +494,7 @@ def write_model_card(
         model_name=model_name,
         license=license,
         gguf_file=gguf_file,
+        quantizations=quantizations,
         modelfile=modelfile,
         serve_url=serve_url,
     )

@@ -1,7 +1,14 @@
-"""The model behind the endpoint: load it, follow promotions, generate one reply at a time.
+"""The model behind the endpoint: load it, follow promotions, generate replies.
 
-Generation runs in a worker thread (the event loop stays free for /health and queued requests) under
-one lock, so replies never interleave on the model. `Engine.run` reports through a callback:
+Two engines run the same model: llama.cpp over the version's GGUF file (llama_engine.py) and
+transformers over its merged safetensors. `choose_engine` picks one per loaded version: "auto" takes
+llama.cpp when the version has the GGUF and llama_cpp imports, else transformers, and says why
+(`EngineChoice.note`, shown in the banner and /health). Prompts are rendered and tokenized, and replies
+decoded, by the same Hugging Face tokenizer on both engines, so the two differ only in the forward pass.
+
+Generation runs in worker threads (the event loop stays free for /health and queued requests), at
+most `parallel` replies at once: each llama.cpp reply has its own context (the weights are shared),
+transformers replies share the model. `Engine.run` reports through a callback:
 
     ("start", {"prompt_tokens", "label"})  the prompt fits and generation begins
     ("text", str)                          more of the reply (never part of a stop string)
@@ -14,6 +21,7 @@ strings, which are never sent (text that could begin one is held back until it c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gastown_ft.errors import GastownFTError
-from gastown_ft.export.registry import Registry
+from gastown_ft.export.registry import MERGED_DIR, Registry
 from gastown_ft.serve.protocol import ChatRequest, RequestError
 from gastown_ft.serve.tool_calls import _held_prefix
 from gastown_ft.training.chat_format import TURN_END
@@ -31,6 +39,9 @@ from gastown_ft.training.chat_format import TURN_END
 log = logging.getLogger("gastown_ft.serve")
 
 Emit = Callable[[str, Any], None]
+
+ENGINES = ("auto", "llama.cpp", "transformers")
+GGUF_NAME = "model.gguf"  # what the export writes beside merged/ (export/bundle.py)
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,60 @@ class ModelChoice:
     follow: Registry | None = None
 
 
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: str  # "llama.cpp" or "transformers"
+    gguf: Path | None  # the file llama.cpp runs
+    note: str | None = None  # why "auto" did not take llama.cpp (a fallback), else None
+
+
+def gguf_path(model_dir: Path, quant: str | None = None) -> Path:
+    """Where an export keeps the GGUF of the model in `model_dir` (bundle/merged -> bundle/model.gguf),
+    or its `quant` copy (bundle/model.Q4_K_M.gguf)."""
+    from gastown_ft.export.quantize import quantized_name
+
+    model_dir = Path(model_dir)
+    bundle = model_dir.parent if model_dir.name == MERGED_DIR else model_dir
+    return bundle / (quantized_name(GGUF_NAME, quant) if quant else GGUF_NAME)
+
+
+def choose_engine(
+    requested: str, model_dir: Path, *, quant: str | None = None, device: str = "cpu"
+) -> EngineChoice:
+    """The engine for the model in `model_dir`; GastownFTError when `requested` cannot be had."""
+    from gastown_ft.llamacpp.runtime import INSTALL_HINT, unavailable
+
+    if requested not in ENGINES:
+        raise GastownFTError(f"unknown engine {requested!r}", hint=f"one of: {', '.join(ENGINES)}")
+    if requested == "transformers":
+        if quant:
+            raise GastownFTError(
+                "a quantized GGUF runs on llama.cpp only", hint="use --engine llama.cpp or auto"
+            )
+        return EngineChoice("transformers", None)
+    gguf = gguf_path(model_dir, quant)
+    missing = None if gguf.is_file() else f"no {gguf.name} beside {model_dir}"
+    why = unavailable() or missing
+    if why is None and device == "cuda":
+        import llama_cpp
+
+        if not llama_cpp.llama_supports_gpu_offload():
+            why = "this llama-cpp-python build runs on the CPU only and a GPU is visible"
+    if why is None:
+        return EngineChoice("llama.cpp", gguf)
+    if requested == "llama.cpp" or quant:
+        raise GastownFTError(
+            f"cannot serve with llama.cpp: {why}",
+            hint=INSTALL_HINT
+            if unavailable()
+            else "export with [export] gguf = true (and gguf_quantize for a quantized copy), or use --engine transformers",
+        )
+    return EngineChoice("transformers", None, note=f"llama.cpp not used: {why}")
+
+
 @dataclass
 class LoadedModel:
-    model: Any
+    model: Any  # a transformers model, or a llama_engine.LlamaPool
     tokenizer: Any
     path: Path
     version: str | None
@@ -53,6 +115,9 @@ class LoadedModel:
     context_length: int
     device: str
     created: int  # when the model files were written (for /v1/models)
+    engine: str = "transformers"
+    gguf: Path | None = None
+    note: str | None = None  # why not llama.cpp, when "auto" fell back
 
     @property
     def label(self) -> str:
@@ -76,14 +141,10 @@ def pick_device(preference: str) -> str:
     return preference
 
 
-def load_model(path: Path, *, version: str | None, device: str) -> LoadedModel:
-    """A Hugging Face model directory with a chat template, ready to generate."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _tokenizer_and_stops(path: Path) -> tuple[Any, list[int], int]:
+    """The tokenizer (with its chat template), the ids that end a reply, and the context length."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    from gastown_ft.training.base_model import cpu_has_native_bf16
-
-    path = Path(path)
     if not (path / "config.json").is_file():
         raise GastownFTError(
             f"{path} is not a model directory (no config.json)",
@@ -91,36 +152,83 @@ def load_model(path: Path, *, version: str | None, device: str) -> LoadedModel:
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+        config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise GastownFTError(f"cannot load the model in {path}: {e}") from None
     if not tokenizer.chat_template:
         raise GastownFTError(f"the tokenizer in {path} has no chat template", hint="export the model again")
-    slow_half = model.dtype == torch.float16 or (model.dtype == torch.bfloat16 and not cpu_has_native_bf16())
-    if device == "cpu" and slow_half:
-        model = model.float()  # half precision without CPU support for it is many times slower than float32
-    model.to(device).eval()
-    eos = model.generation_config.eos_token_id
+    try:
+        eos = GenerationConfig.from_pretrained(path).eos_token_id
+    except OSError:  # no generation_config.json: the model config's
+        eos = getattr(config, "eos_token_id", None)
     eos_ids = {*(eos if isinstance(eos, list) else [eos] if eos is not None else [])}
     for tok in (TURN_END, tokenizer.eos_token):
         tid = tokenizer.convert_tokens_to_ids(tok) if tok else None
         if tid is not None and tid != tokenizer.unk_token_id:
             eos_ids.add(tid)
-    context = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+    context = getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length
+    return tokenizer, sorted(eos_ids), int(context)
+
+
+def load_model(
+    path: Path,
+    *,
+    version: str | None,
+    device: str,
+    engine: EngineChoice | None = None,
+    parallel: int = 1,
+    threads: int | None = None,
+) -> LoadedModel:
+    """A model directory with a chat template, ready to generate on the chosen engine."""
+    path = Path(path)
+    engine = engine or EngineChoice("transformers", None)
+    tokenizer, eos_ids, context = _tokenizer_and_stops(path)
+    if engine.engine == "llama.cpp":
+        from gastown_ft.serve.llama_engine import LlamaPool
+
+        model = LlamaPool(engine.gguf, n_ctx=context, size=parallel, threads=threads)
+        device = "cpu"
+    else:
+        model = _load_transformers(path, device, threads)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         path=path,
         version=version,
-        eos_ids=sorted(eos_ids),
-        context_length=int(context),
+        eos_ids=eos_ids,
+        context_length=context,
         device=device,
         created=int((path / "config.json").stat().st_mtime),
+        engine=engine.engine,
+        gguf=engine.gguf,
+        note=engine.note,
     )
 
 
-class _ReplyDecoder:
-    """A generate() streamer: token ids in, reply text out (stop strings cut, partial characters held)."""
+def _load_transformers(path: Path, device: str, threads: int | None = None) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from gastown_ft.evaluation.generate import SMALL_MODEL_PARAMETERS
+    from gastown_ft.training.base_model import cpu_has_native_bf16
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    except (OSError, ValueError) as e:
+        raise GastownFTError(f"cannot load the model in {path}: {e}") from None
+    slow_half = model.dtype == torch.float16 or (model.dtype == torch.bfloat16 and not cpu_has_native_bf16())
+    if device == "cpu" and slow_half:
+        model = model.float()  # half precision without CPU support for it is many times slower than float32
+    if device == "cpu" and threads is None and model.num_parameters() < SMALL_MODEL_PARAMETERS:
+        # Token-by-token decoding of a small model: more threads cost more in start-up and
+        # synchronisation than they save, far more on a busy machine (as evaluation.generate finds).
+        torch.set_num_threads(1)
+    return model.to(device).eval()
+
+
+class ReplyDecoder:
+    """Token ids in, reply text out (stop strings cut, partial characters held); also a generate()
+    streamer for transformers."""
 
     def __init__(
         self, tokenizer, eos_ids: list[int], stops: list[str], on_text: Callable[[str], None]
@@ -144,28 +252,31 @@ class _ReplyDecoder:
             self.on_text(text[self.emitted : end])
             self.emitted = end
 
+    def add(self, token: int) -> None:
+        if self.ended:
+            return
+        self.n_tokens += 1
+        if token in self.eos_ids:
+            self.ended = True
+            return
+        self.ids.append(token)
+        text = self._decode()
+        hits = [i for s in self.stops if (i := text.find(s, self.emitted)) >= 0]
+        if hits:
+            self._emit_upto(text, min(hits))
+            self.ended = self.stop_hit = True
+            return
+        safe = len(text) - max((_held_prefix(text, s) for s in self.stops), default=0)
+        if text.endswith("\ufffd"):  # a character cut between tokens: wait for the rest of it
+            safe = min(safe, len(text.rstrip("\ufffd")))
+        self._emit_upto(text, safe)
+
     def put(self, value) -> None:
         if not self._prompt_seen:  # generate() first hands over the prompt itself
             self._prompt_seen = True
             return
         for token in value.reshape(-1).tolist():
-            if self.ended:
-                return
-            self.n_tokens += 1
-            if token in self.eos_ids:
-                self.ended = True
-                return
-            self.ids.append(token)
-            text = self._decode()
-            hits = [i for s in self.stops if (i := text.find(s, self.emitted)) >= 0]
-            if hits:
-                self._emit_upto(text, min(hits))
-                self.ended = self.stop_hit = True
-                return
-            safe = len(text) - max((_held_prefix(text, s) for s in self.stops), default=0)
-            if text.endswith("\ufffd"):  # a character cut between tokens: wait for the rest of it
-                safe = min(safe, len(text.rstrip("\ufffd")))
-            self._emit_upto(text, safe)
+            self.add(token)
 
     def end(self) -> None:
         pass
@@ -178,22 +289,65 @@ class _ReplyDecoder:
 
 class Engine:
     def __init__(
-        self, choice: ModelChoice, *, device: str = "auto", max_tokens: int = 512, temperature: float = 0.0
+        self,
+        choice: ModelChoice,
+        *,
+        device: str = "auto",
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        engine: str = "auto",
+        quant: str | None = None,
+        parallel: int = 1,
+        threads: int | None = None,
     ):
         self.device = pick_device(device)
         self.default_max_tokens = max_tokens
         self.default_temperature = temperature
+        self.requested_engine = engine
+        self.quant = quant
+        self.parallel = max(1, parallel)
+        self.threads = threads
         self.registry = choice.follow
         self.reload_error: str | None = None
         self._failed_version: str | None = None  # not retried on every request
-        self._lock = threading.Lock()
-        self.loaded = load_model(choice.path, version=choice.version, device=self.device)
+        self._slots = threading.BoundedSemaphore(self.parallel)
+        self._switch = threading.Lock()  # one promotion check / model switch at a time
+        self._rng = threading.Lock()  # transformers samples from torch's global generator
+        self.loaded = self._load(choice.path, choice.version)
+
+    def _load(self, path: Path, version: str | None) -> LoadedModel:
+        chosen = choose_engine(self.requested_engine, Path(path), quant=self.quant, device=self.device)
+        return load_model(
+            path,
+            version=version,
+            device=self.device,
+            engine=chosen,
+            parallel=self.parallel,
+            threads=self.threads,
+        )
+
+    @property
+    def engine(self) -> str:
+        return self.loaded.engine
+
+    def engine_summary(self) -> str:
+        """One line for the banner: the engine, its file, and any fallback."""
+        lm = self.loaded
+        if lm.engine == "llama.cpp":
+            return f"llama.cpp ({lm.gguf.name}, up to {self.parallel} replies at once)"
+        text = f"transformers ({lm.device}, up to {self.parallel} replies at once)"
+        return text + (f"; {lm.note}" if lm.note else "")
 
     def describe(self) -> dict[str, Any]:
         lm = self.loaded
         return {
             "version": lm.version,
             "path": str(lm.path),
+            "engine": lm.engine,
+            "engine_requested": self.requested_engine,
+            "engine_fallback": lm.note,
+            "gguf": str(lm.gguf) if lm.gguf else None,
+            "parallel": self.parallel,
             "device": lm.device,
             "context_length": lm.context_length,
             "following_promotions": self.registry is not None,
@@ -201,7 +355,9 @@ class Engine:
         }
 
     def _follow_promotions(self) -> None:
-        """Switch to the registry's promoted version when it changed (a promote or a rollback)."""
+        """Switch to the registry's promoted version when it changed (a promote or a rollback).
+
+        Replies already running finish on the model they started with."""
         if self.registry is None:
             return
         try:
@@ -213,7 +369,7 @@ class Engine:
             return
         started = time.perf_counter()
         try:
-            self.loaded = load_model(current.merged_dir, version=current.version, device=self.device)
+            self.loaded = self._load(current.merged_dir, current.version)
         except Exception as e:
             # Keep answering with the model we have; /health says why the switch failed.
             self.reload_error = f"cannot switch to {current.version}: {e}"
@@ -222,20 +378,23 @@ class Engine:
             return
         self.reload_error = self._failed_version = None
         log.warning(
-            "now serving %s (%s), loaded in %.1fs",
+            "now serving %s on %s (%s), loaded in %.1fs",
             current.version,
-            current.merged_dir,
+            self.loaded.engine,
+            self.loaded.gguf or current.merged_dir,
             time.perf_counter() - started,
         )
 
     def run(self, req: ChatRequest, emit: Emit, cancel: threading.Event) -> None:
         """Generate the reply to `req`, reporting through `emit` (see the module doc). Thread body."""
         try:
-            with self._lock:
+            with self._slots:
                 if cancel.is_set():
                     return
-                self._follow_promotions()
-                self._generate(self.loaded, req, emit, cancel)
+                with self._switch:
+                    self._follow_promotions()
+                    lm = self.loaded
+                self._generate(lm, req, emit, cancel)
         except RequestError as e:
             emit("error", e)
         except Exception as e:  # a failure of the model itself: the client gets a 500, the log the detail
@@ -258,9 +417,6 @@ class Engine:
         return list(enc["input_ids"])
 
     def _generate(self, lm: LoadedModel, req: ChatRequest, emit: Emit, cancel: threading.Event) -> None:
-        import torch
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
-
         try:
             ids = self.prompt_ids(lm, req)
         except Exception as e:  # the template refused these messages
@@ -276,37 +432,66 @@ class Engine:
             )
         max_new = min(req.max_tokens or self.default_max_tokens, room)
         temperature = self.default_temperature if req.temperature is None else req.temperature
-        sampling = temperature > 0
-        decoder = _ReplyDecoder(lm.tokenizer, lm.eos_ids, req.stop, lambda text: emit("text", text))
-
-        class _Halt(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                halt = cancel.is_set() or decoder.ended
-                return torch.full((input_ids.shape[0],), halt, dtype=torch.bool, device=input_ids.device)
-
-        config = GenerationConfig(
-            max_new_tokens=max_new,
-            do_sample=sampling,
-            temperature=temperature if sampling else None,
-            top_p=(1.0 if req.top_p is None else req.top_p) if sampling else None,
-            top_k=0 if sampling else None,  # OpenAI has no top-k: sample from the whole top-p mass
-            eos_token_id=lm.eos_ids,
-            pad_token_id=lm.tokenizer.pad_token_id
-            if lm.tokenizer.pad_token_id is not None
-            else lm.eos_ids[0],
-            bos_token_id=lm.tokenizer.bos_token_id,
-        )
-        if sampling and req.seed is not None:
-            torch.manual_seed(req.seed)  # the lock makes the global generator ours for this reply
-        emit("start", {"prompt_tokens": len(ids), "label": lm.label})
-        input_ids = torch.tensor([ids], dtype=torch.long, device=lm.device)
-        with torch.inference_mode():
+        decoder = ReplyDecoder(lm.tokenizer, lm.eos_ids, req.stop, lambda text: emit("text", text))
+        if lm.engine == "llama.cpp":
+            emit("start", {"prompt_tokens": len(ids), "label": lm.label})
             lm.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                generation_config=config,
-                streamer=decoder,
-                stopping_criteria=StoppingCriteriaList([_Halt()]),
+                ids,
+                decoder,
+                cancel,
+                max_new_tokens=max_new,
+                temperature=temperature,
+                top_p=req.top_p,
+                seed=req.seed,
             )
+        else:
+            sampling = temperature > 0
+            # A seeded sample needs torch's global generator to itself; greedy replies run side by side.
+            with self._rng if sampling else contextlib.nullcontext():
+                emit("start", {"prompt_tokens": len(ids), "label": lm.label})
+                _generate_transformers(lm, ids, decoder, cancel, max_new, temperature, req.top_p, req.seed)
         decoder.flush()
         emit("done", Finished("stop" if decoder.ended else "length", len(ids), decoder.n_tokens))
+
+
+def _generate_transformers(
+    lm: LoadedModel,
+    ids: list[int],
+    decoder: ReplyDecoder,
+    cancel: threading.Event,
+    max_new: int,
+    temperature: float,
+    top_p: float | None,
+    seed: int | None,
+) -> None:
+    import torch
+    from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+    sampling = temperature > 0
+
+    class _Halt(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            halt = cancel.is_set() or decoder.ended
+            return torch.full((input_ids.shape[0],), halt, dtype=torch.bool, device=input_ids.device)
+
+    config = GenerationConfig(
+        max_new_tokens=max_new,
+        do_sample=sampling,
+        temperature=temperature if sampling else None,
+        top_p=(1.0 if top_p is None else top_p) if sampling else None,
+        top_k=0 if sampling else None,  # OpenAI has no top-k: sample from the whole top-p mass
+        eos_token_id=lm.eos_ids,
+        pad_token_id=lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.eos_ids[0],
+        bos_token_id=lm.tokenizer.bos_token_id,
+    )
+    if sampling and seed is not None:
+        torch.manual_seed(seed)  # the caller holds the engine's generator lock for this reply
+    input_ids = torch.tensor([ids], dtype=torch.long, device=lm.device)
+    with torch.inference_mode():
+        lm.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=config,
+            streamer=decoder,
+            stopping_criteria=StoppingCriteriaList([_Halt()]),
+        )

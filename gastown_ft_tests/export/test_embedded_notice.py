@@ -10,6 +10,7 @@ import json
 import shutil
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -149,6 +150,10 @@ class _FakeEngine:
 
     def __init__(self, choice, **_kw):
         self.choice = choice
+        self.loaded = SimpleNamespace(note=None)
+
+    def engine_summary(self) -> str:
+        return "transformers (faked)"
 
 
 @pytest.mark.parametrize("version,tiny", [("v1", True), ("v2", False)])

@@ -1,7 +1,10 @@
-"""`gastown-ft serve` end to end, through the official `openai` client.
+"""`gastown-ft serve` end to end, through the official `openai` client, on each engine.
 
-A tiny chat model is registered and promoted; the server runs as the operator starts it (the CLI, in
-its own process, on a free loopback port) and is talked to only over HTTP.
+A tiny chat model is registered and promoted (with its GGUF, as the export writes it); the server runs
+as the operator starts it (the CLI, in its own process, on a free loopback port) and is talked to only
+over HTTP. Every test runs twice: `--engine transformers` and `--engine llama.cpp` (skipped, with the
+reason, where llama-cpp-python is not installed). Each engine's greedy replies are checked against the
+same engine called directly.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import openai
 import pytest
 
 from gastown_ft.export.registry import Registry
+from gastown_ft.llamacpp.runtime import unavailable
 from gastown_ft_tests.serve.tiny_chat_model import (
     SMALL_BASH_TOOL,
     TEXT_ANSWER,
@@ -31,6 +35,8 @@ from gastown_ft_tests.serve.tiny_chat_model import (
 )
 
 GFT = "from gastown_ft.cli import main; main()"  # the `gastown-ft` entry point
+ENGINES = ("transformers", "llama.cpp")
+NO_LLAMA_CPP = unavailable()
 MODEL = "gastown-ft"
 PASSED = {"passed": True, "metrics": {"task_exact": 1.0}}
 
@@ -51,15 +57,33 @@ def _env() -> dict:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(client, base_url, registry, work): v1 (the tiny model) promoted and served by `gastown-ft serve`."""
-    work = tmp_path_factory.mktemp("serve")
-    bundle = work / "export-1"
+def tiny_bundle(tmp_path_factory):
+    """An export bundle of the tiny chat model: merged/, model.gguf, README.md."""
+    from gastown_ft.export.gguf import write_gguf
+
+    bundle = tmp_path_factory.mktemp("tiny") / "export-1"
     build_tiny_chat_model(bundle / "merged", steps=80)
+    write_gguf(bundle / "merged", bundle / "model.gguf", "f16")
     (bundle / "README.md").write_text("# tiny\n")
+    return bundle
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def served(request, tmp_path_factory, tiny_bundle):
+    """(client, base_url, registry, work): v1 (the tiny model) promoted and served by `gastown-ft serve`
+    on the engine of this parameter."""
+    engine = request.param
+    if engine == "llama.cpp" and NO_LLAMA_CPP:
+        pytest.skip(NO_LLAMA_CPP)
+    work = tmp_path_factory.mktemp(f"serve-{engine}")
+    bundle = work / "export-1"
+    shutil.copytree(tiny_bundle, bundle)
     port = _free_port()
     cfg = work / "gastown-ft.toml"
-    cfg.write_text(f'[artifacts]\ndir = "artifacts"\n[serve]\nport = {port}\nmax_tokens = 64\nthreads = 1\n')
+    cfg.write_text(
+        f'[artifacts]\ndir = "artifacts"\n[serve]\nport = {port}\nmax_tokens = 64\nthreads = 1\n'
+        f'engine = "{engine}"\nparallel = 2\n'
+    )
     reg = Registry(work / "artifacts" / "registry")
     reg.promote(reg.register(bundle, {"eval": PASSED, "corpus_version": "test"}))
     log = (work / "serve.log").open("w")
@@ -83,7 +107,7 @@ def served(tmp_path_factory):
             time.sleep(0.3)
     client = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=120)
     try:
-        yield client, base, reg, work
+        yield client, base, reg, work, engine
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -95,11 +119,14 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def direct(served):
-    """The promoted model loaded straight with transformers: what the server must agree with."""
+    """The promoted model run straight on the server's engine: what the server must agree with."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = served[2].get("v1").merged_dir
     tok = AutoTokenizer.from_pretrained(path)
+    if served[4] == "llama.cpp":
+        yield _llama_cpp_greedy(path.parent / "model.gguf", tok)
+        return
     model = AutoModelForCausalLM.from_pretrained(path).eval()
 
     def greedy(messages, tools=None, max_new_tokens=64):
@@ -123,6 +150,29 @@ def direct(served):
         new = out[0, ids.shape[1] :].tolist()
         return tok.decode(new, skip_special_tokens=True), ids.shape[1], len(new)
 
+    yield greedy
+
+
+def _llama_cpp_greedy(gguf, tok):
+    """Greedy replies of llama.cpp itself (llama-cpp-python's Llama, the prompt ids from the HF
+    tokenizer), counting the end token as generate() does."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=512, n_threads=1, verbose=False)
+    ends = {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id}
+
+    def greedy(messages, tools=None, max_new_tokens=64):
+        ids = tok.apply_chat_template(messages, tools=tools, add_generation_prompt=True, return_dict=True)[
+            "input_ids"
+        ]
+        llm.reset()
+        new = []
+        for t in llm.generate(ids, temp=0.0, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+            new.append(t)
+            if t in ends or len(new) >= max_new_tokens:
+                break
+        return tok.decode(new, skip_special_tokens=True), len(ids), len(new)
+
     return greedy
 
 
@@ -138,11 +188,39 @@ def _stream(client, content, **kw):
 
 
 def test_models_list_names_the_served_model(served):
-    client, base, reg, _ = served
+    client, base, reg, *_ = served
     assert [m.id for m in client.models.list()] == [MODEL]
     assert client.models.retrieve(MODEL).owned_by == "gastown-ft"
     health = _get(base + "/health")
     assert health["version"] == "v1" and health["model"] == MODEL and health["following_promotions"]
+
+
+def test_the_engine_is_named_in_the_banner_and_health(served):
+    _, base, reg, work, engine = served
+    health = _get(base + "/health")
+    assert health["engine"] == engine and health["engine_requested"] == engine
+    assert health["engine_fallback"] is None and health["parallel"] == 2
+    assert health["gguf"] == (str(reg.get("v1").bundle_dir / "model.gguf") if engine == "llama.cpp" else None)
+    assert f"  engine     {engine} (" in (work / "serve.log").read_text()
+
+
+def test_a_load_test_from_another_process_reports_latency_and_throughput(served):
+    base = served[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "gastown_ft.serve.loadtest", "--base-url", base]
+        + ["--clients", "1,2", "--requests", "3", "--max-tokens", "8", "--max-seconds", "60"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    levels = json.loads(out.stdout)
+    assert [lv["clients"] for lv in levels] == [1, 2]
+    for lv in levels:
+        assert lv["requests"] == 3 and not lv["errors"] and lv["completion_tokens"] > 0
+        assert 0 < lv["first_token_p50"] <= lv["latency_p50"] <= lv["latency_p95"]
+        assert lv["tokens_per_second"] > 0
 
 
 @pytest.mark.parametrize("question,max_tokens", [(TEXT_QUESTION, None), ("Summarize the convoy status.", 12)])
@@ -268,7 +346,7 @@ def test_bad_requests_get_openai_errors(served):
 
 
 def test_the_server_follows_promotion_and_rollback(served):
-    client, base, reg, work = served
+    client, base, reg, work, _ = served
     v1 = reg.current()
     bundle2 = work / "export-2"
     shutil.copytree(v1.bundle_dir, bundle2)
@@ -283,7 +361,7 @@ def test_the_server_follows_promotion_and_rollback(served):
 
 
 def test_a_version_that_will_not_load_leaves_the_current_one_serving(served):
-    client, base, reg, work = served
+    client, base, reg, work, _ = served
     before = reg.current().version
     broken = work / "export-broken" / "merged"
     broken.mkdir(parents=True)
