@@ -4,7 +4,10 @@ synthetic towns, plus the scrubber side by side with scrubadub's defaults on the
     .venv/bin/python bench/corpus.py                      # samples, 10k and 100k documents
     .venv/bin/python bench/corpus.py --sizes 10000 --scrub-mb 2
 
-Every stage runs in its own process, so each peak RSS is that stage's own. A script, not a test.
+Every stage runs in its own process, so each peak RSS is that stage's own. With more than one
+synthetic size, the peak RSS of each stage is also shown side by side, with the ratio of the largest
+town to the smallest (the pairs stage streams to disk: its target is at most FLAT_TARGET). A script,
+not a test.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 STAGES = ("read", "scrub", "pairs", "splits")
+FLAT_TARGET = 1.5  # pairs: peak RSS of the largest town over that of the smallest
 
 
 def peak_rss_mb() -> float:
@@ -33,6 +37,9 @@ def peak_rss_mb() -> float:
 
 def run_stage(stage: str, config: Path) -> dict:
     """Runs in a child process: one stage over the artifact store of `config`."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     from gastown_ft.config import load_settings
     from gastown_ft.corpus import stages
     from gastown_ft.corpus.documents import SOURCES
@@ -50,13 +57,17 @@ def run_stage(stage: str, config: Path) -> dict:
         out = {"docs": st["rows"], "bytes": st["bytes_scanned"], "redactions": sum(st["by_kind"].values())}
     elif stage == "pairs":
         st, _, _ = stages.pairs_stage(store, s.corpus)
-        docs = store.read_table("corpus", "scrubbed_documents")
-        out = {"docs": st["documents"], "bytes": sum(docs["bytes"].to_pylist()), "examples": st["rows"]}
+        out = {"docs": st["documents"], "examples": st["rows"]}
     else:
         st, _ = stages.splits_stage(store, s.corpus)
-        pairs = store.path("corpus", "instruction_pairs")
-        out = {"docs": st["rows"], "bytes": pairs.stat().st_size, "examples": st["rows"]}
+        out = {"docs": st["rows"], "examples": st["rows"]}
+    # The stage's own figures, before anything below reads a table for the byte counts.
     out.update(seconds=time.perf_counter() - t, peak_rss_mb=peak_rss_mb(), import_rss_mb=base_rss)
+    if stage == "pairs":
+        docs = pq.read_table(store.path("corpus", "scrubbed_documents"), columns=["bytes"])
+        out["bytes"] = pc.sum(docs["bytes"]).as_py() or 0
+    elif stage == "splits":
+        out["bytes"] = store.path("corpus", "instruction_pairs").stat().st_size
     return out
 
 
@@ -90,6 +101,41 @@ def bench_town(label: str, root: Path, projects: Path, work: Path) -> list[dict]
             flush=True,
         )
     return rows
+
+
+def rss_by_size(rows: list[dict]) -> dict[str, dict]:
+    """Peak RSS (MB) and seconds of each stage on each synthetic town, and largest / smallest."""
+    syn = [r for r in rows if r["town"].startswith("syn-")]
+    sizes = sorted({int(r["town"].removeprefix("syn-")) for r in syn})
+    out: dict[str, dict] = {}
+    for stage in STAGES:
+        by = {int(r["town"].removeprefix("syn-")): r for r in syn if r["stage"] == stage}
+        if len(by) < 2:
+            continue
+        small, big = by[min(by)], by[max(by)]
+        out[stage] = {
+            "peak_rss_mb": {n: by[n]["peak_rss_mb"] for n in sizes if n in by},
+            "seconds": {n: by[n]["seconds"] for n in sizes if n in by},
+            "ratio": big["peak_rss_mb"] / small["peak_rss_mb"],
+        }
+    return out
+
+
+def print_rss_by_size(table: dict[str, dict]) -> None:
+    if not table:
+        return
+    sizes = sorted({n for v in table.values() for n in v["peak_rss_mb"]})
+    print("\npeak RSS MB by town size (seconds in brackets), each stage in its own process:")
+    print("  stage " + "".join(f"{f'{n} docs':>22}" for n in sizes) + f"  {max(sizes)}/{min(sizes)}")
+    for stage, v in table.items():
+        cells = "".join(
+            f"{v['peak_rss_mb'][n]:>12.0f} ({v['seconds'][n]:6.1f}s)" if n in v["peak_rss_mb"] else " " * 22
+            for n in sizes
+        )
+        note = ""
+        if stage == "pairs":
+            note = "  within target" if v["ratio"] <= FLAT_TARGET else f"  OVER the {FLAT_TARGET}x target"
+        print(f"  {stage:<6}{cells}  {v['ratio']:5.2f}x{note}")
 
 
 def bench_scrub(text_docs: list[str], mb: float) -> dict:
@@ -202,6 +248,8 @@ def main() -> None:
             f"  {r['stage']:<6} {r['town']:>12} {r['docs'] / r['seconds']:10.0f} "
             f"{r['bytes'] / 1e6 / r['seconds']:8.2f} {r['peak_rss_mb']:10.0f}"
         )
+    results["rss_by_size"] = rss_by_size(results["stages"])
+    print_rss_by_size(results["rss_by_size"])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

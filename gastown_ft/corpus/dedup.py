@@ -29,7 +29,11 @@ left once the cheap hash passes are done:
 
 Decisions travel only between examples that share a band bucket, so each connected component of
 that graph is decided on its own; an incremental build reuses the decisions of a component whose
-members are all unchanged (`dedup_items` with `keys` and `memo`), with the same result.
+members are all unchanged (`dedup_columns` with member keys and `memo`), with the same result.
+
+Memory: the passes run over `DedupColumns` (hashes, times, ids and 64-bit band hashes: a few hundred
+bytes per example, no example dicts, no signatures); only the examples that share a bucket with
+another have their signatures and shingles asked for (`MemberData`, which may read them from disk).
 
 Which example survives is decided by one total order, the same in every pass: newest `source_time`
 first, then smallest `example_id`, then smallest normalized-messages hash, then smallest hash of the
@@ -51,6 +55,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 RemovalReason = Literal["exact_duplicate", "near_duplicate", "conflict_older"]
 
@@ -65,7 +71,7 @@ ESTIMATE_SIGMAS = 3.0
 BATCH_SHINGLES = 2_048  # shingles permuted per numpy call (a cache-sized temporary matrix)
 MAX_SHINGLE_CHARS = 2_000_000  # text beyond this is not shingled (bounds the per-document work)
 SKETCH_BLOCK = 512  # documents shingled and sketched together
-VERIFY_CACHE_BYTES = 256 * 1024 * 1024  # shingle-hash arrays kept for the exact check (LRU)
+VERIFY_CACHE_BYTES = 32 * 1024 * 1024  # shingle-hash arrays kept for the exact check (LRU)
 MAX_VERIFY = 256  # per kept example, at most this many candidates (the most similar) are checked exactly
 
 _U64 = np.uint64
@@ -437,6 +443,66 @@ def sketch_texts(texts: Sequence[str], num_perm: int, shingle_size: int = SHINGL
     return out
 
 
+def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) 64-bit hashes of each signature's bands: two signatures share a band's LSH bucket
+    exactly when they agree on that band's values (datasketch keys a band by a 96-bit hash of its
+    bytes; 64 bits keep the index at 8 bytes per band and example)."""
+    sigs = signatures.astype(np.uint64)
+    out = np.empty((len(signatures), bands), dtype=np.uint64)
+    for band in range(bands):
+        h = np.full(len(signatures), _U64(0x9E3779B97F4A7C15), dtype=np.uint64)
+        for j in range(band * rows, (band + 1) * rows):
+            h ^= sigs[:, j]
+            h *= _FMIX1
+            h ^= h >> _U64(29)
+        out[:, band] = h
+    return out
+
+
+def _band_buckets(signatures: np.ndarray, live: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Bucket number of every live row in every band (-1 for the others)."""
+    out = np.full((bands, len(signatures)), -1, dtype=np.int64)
+    if not len(live):
+        return out
+    hashes = band_hashes(signatures[live], bands, rows)
+    for band in range(bands):
+        _, inverse = np.unique(hashes[:, band], return_inverse=True)
+        out[band, live] = inverse.ravel()
+    return out
+
+
+@dataclass
+class DedupColumns:
+    """What the passes compare, one entry per example, in compact arrays (a few hundred bytes per
+    example, so a large corpus is deduplicated without holding its examples or signatures)."""
+
+    example_id: pa.Array  # string, never null
+    source_time: np.ndarray  # float64, as _source_time reads it
+    full: np.ndarray  # S32: hash of all normalized messages
+    prompt: np.ndarray  # S32: hash of the prompt messages (meaningful where has_prompt)
+    has_prompt: np.ndarray  # bool: the example takes part in the conflict pass
+    bands: np.ndarray  # (n, bands) uint64: band_hashes of the MinHash signature
+    live: np.ndarray  # bool: the signature is not empty (there was text to shingle)
+
+
+class MemberData:
+    """Per-example data the near-duplicate pass needs, but only for the examples that share an LSH
+    bucket with another one (the members of multi-member components): loaded once for all of them."""
+
+    def load(self, positions: np.ndarray) -> None:
+        """Positions (indices into the columns, ascending) whose data will be asked for."""
+
+    def key(self, pos: int) -> str | None:
+        """The content key of an example (for reusing a component's decisions), or None."""
+        return None
+
+    def signatures(self, positions: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def shingles(self, pos: int) -> np.ndarray:
+        raise NotImplementedError
+
+
 def dedup_examples(
     examples: list[dict],
     *,
@@ -451,24 +517,28 @@ def dedup_examples(
     near-duplicates; `num_perm` the MinHash size. See the module docstring for the rules.
     """
     _check_params(threshold, num_perm, shingle_size)
+    texts = [conversation_text(ex, shingle_system=shingle_system) for ex in examples]
+    signatures = sketch_texts(texts, num_perm, shingle_size)
+    items = [_item(i, ex) for i, ex in enumerate(examples)]
+    cols = columns_of(items, signatures, threshold)
 
-    def shingles_of(index: int) -> np.ndarray:
-        text = conversation_text(examples[index], shingle_system=shingle_system)
-        return shingle_hashes(text[:MAX_SHINGLE_CHARS], shingle_size)
+    class InMemory(MemberData):
+        def signatures(self, positions: list[int]) -> np.ndarray:
+            return signatures[positions]
 
-    def signatures_of(indices: list[int]) -> np.ndarray:
-        texts = [conversation_text(examples[i], shingle_system=shingle_system) for i in indices]
-        return sketch_texts(texts, num_perm, shingle_size)
+        def shingles(self, pos: int) -> np.ndarray:
+            return shingle_hashes(texts[pos][:MAX_SHINGLE_CHARS], shingle_size)
 
-    kept, removed, conflicts, stats = dedup_items(
-        [_item(i, ex) for i, ex in enumerate(examples)],
-        row_hash_of=lambda i: _row_hash(examples[i]),
-        shingles_of=shingles_of,
-        signatures_of=signatures_of,
+    kept, removed, conflicts, stats = dedup_columns(
+        cols,
+        row_hashes=lambda positions: {i: _row_hash(examples[i]) for i in positions},
+        members=InMemory(),
         threshold=threshold,
         num_perm=num_perm,
     )
-    return DedupResult(kept=[examples[i] for i in kept], removed=removed, conflicts=conflicts, stats=stats)
+    return DedupResult(
+        kept=[examples[i] for i in kept.tolist()], removed=removed, conflicts=conflicts, stats=stats
+    )
 
 
 def _check_params(threshold: float, num_perm: int, shingle_size: int) -> None:
@@ -485,202 +555,247 @@ def example_item(index: int, example: dict) -> _Item:
     return _item(index, example)
 
 
-def dedup_items(
-    items: list[_Item],
+def columns_of(items: Sequence[_Item], signatures: np.ndarray, threshold: float) -> DedupColumns:
+    """DedupColumns of items (in order) and their MinHash signatures."""
+    bands, rows = lsh_params(threshold, signatures.shape[1])
+    return DedupColumns(
+        example_id=pa.array([it.example_id for it in items], pa.string()),
+        source_time=np.array([it.source_time for it in items], dtype=np.float64),
+        full=np.array([it.full for it in items], dtype="S32"),
+        prompt=np.array([it.prompt or b"" for it in items], dtype="S32"),
+        has_prompt=np.array([it.prompt is not None for it in items], dtype=bool),
+        bands=band_hashes(signatures, bands, rows),
+        live=signatures.any(axis=1),
+    )
+
+
+def _groups(keys: np.ndarray, positions: np.ndarray) -> list[np.ndarray]:
+    """The positions that share a key, for every key held by more than one (each group ascending)."""
+    if not len(positions):
+        return []
+    order = positions[np.argsort(keys[positions], kind="stable")]
+    k = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], k[1:] != k[:-1])))
+    ends = np.append(starts[1:], len(k))
+    return [np.sort(order[s:e]) for s, e in zip(starts, ends, strict=True) if e - s > 1]
+
+
+def _items_at(cols: DedupColumns, positions: np.ndarray) -> list[_Item]:
+    return [
+        _Item(
+            index=p,
+            example_id=cols.example_id[p].as_py(),
+            source_time=float(cols.source_time[p]),
+            full=cols.full[p : p + 1].tobytes(),
+            prompt=cols.prompt[p : p + 1].tobytes() if cols.has_prompt[p] else None,
+            answer=None,
+        )
+        for p in positions.tolist()
+    ]
+
+
+def _resolve(
+    cols: DedupColumns, groups: list[np.ndarray], row_hashes: Callable[[list[int]], dict[int, bytes]]
+) -> list[list[_Item]]:
+    """Each group's items sorted by rank; the row hashes of groups with full ties fetched at once."""
+    items = [_items_at(cols, g) for g in groups]
+    tied = []
+    for group in items:
+        ordered = sorted(group, key=_Item.rank)
+        if any(a.rank()[:3] == b.rank()[:3] for a, b in zip(ordered, ordered[1:], strict=False)):
+            tied += [it.index for it in group]
+    hashes = row_hashes(tied) if tied else {}
+    return [_best(group, hashes.__getitem__) for group in items]
+
+
+def _rank_order(cols: DedupColumns, positions: np.ndarray) -> np.ndarray:
+    """positions sorted by rank (newest source_time, then example_id, then messages hash); the
+    positions hold distinct messages hashes, so the row hash is never needed."""
+    if not len(positions):
+        return positions
+    neg_time = -cols.source_time[positions] + 0.0  # + 0.0: -0.0 sorts as 0.0, as in Python
+    full = cols.full[positions]
+    table = pa.table(
+        {
+            "t": pa.array(neg_time),
+            "id": cols.example_id.take(pa.array(positions)),
+            "full": pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(32), len(full), [None, pa.py_buffer(full.tobytes())]
+            ),
+        }
+    )
+    order = pc.sort_indices(table, [("t", "ascending"), ("id", "ascending"), ("full", "ascending")])
+    return positions[order.to_numpy()]
+
+
+def dedup_columns(
+    cols: DedupColumns,
     *,
-    row_hash_of: Callable[[int], bytes],
-    shingles_of: Callable[[int], np.ndarray],
-    signatures_of: Callable[[list[int]], np.ndarray],
+    row_hashes: Callable[[list[int]], dict[int, bytes]],
+    members: MemberData,
     threshold: float,
     num_perm: int,
-    keys: Sequence[str] | None = None,
     memo: dict[str, ComponentDecisions] | None = None,
     memo_out: dict[str, ComponentDecisions] | None = None,
-) -> tuple[list[int], list[tuple[str, RemovalReason, str]], list[dict], dict[str, int]]:
-    """The three passes over items (indices into the caller's examples): (kept indices in rank order,
-    removed, conflicts, stats). The caller supplies the per-example work (row hash for full ties,
-    shingles for the exact check, MinHash signatures), so it can come from a cache.
+) -> tuple[np.ndarray, list[tuple[str, RemovalReason, str]], list[dict], dict[str, int]]:
+    """The three passes over the examples of `cols`: (kept positions in rank order, removed,
+    conflicts, stats). `row_hashes` gives the row hash of examples (only asked for full ties);
+    `members` the signatures and shingles of the examples the near-duplicate pass compares.
 
-    With `keys` (a content key per index) and `memo`, the near-duplicate decisions of a component of
-    the LSH graph whose members are all unchanged are reused; `memo_out` receives every component's.
+    With member keys and `memo`, the near-duplicate decisions of a component of the LSH graph whose
+    members are all unchanged are reused; `memo_out` receives every component's.
     """
+    n = len(cols.full)
     removed: list[tuple[str, RemovalReason, str]] = []
     conflicts: list[dict] = []
     stats = {"sketched": 0, "candidates": 0, "verified": 0, "capped_queries": 0}
+    alive = np.ones(n, dtype=bool)
 
     # 1. exact duplicates
-    by_full: dict[bytes, list[_Item]] = {}
-    for it in items:
-        by_full.setdefault(it.full, []).append(it)
-    survivors: list[_Item] = []
-    for group in by_full.values():
-        if len(group) == 1:
-            survivors.append(group[0])
-            continue
-        best, *rest = _best(group, row_hash_of)
-        survivors.append(best)
+    for best, *rest in _resolve(cols, _groups(cols.full, np.arange(n)), row_hashes):
+        alive[[it.index for it in rest]] = False
         removed.extend((it.example_id, "exact_duplicate", best.example_id) for it in rest)
-    del by_full
 
     # 2. conflicts: same prompt, different answer (same prompt and answer would be an exact duplicate)
-    by_prompt: dict[bytes, list[_Item]] = {}
-    for it in survivors:
-        if it.prompt is not None:
-            by_prompt.setdefault(it.prompt, []).append(it)
-    dropped: set[int] = set()
-    for prompt, group in by_prompt.items():
-        if len(group) == 1:
-            continue
-        best, *rest = _best(group, row_hash_of)
-        dropped.update(it.index for it in rest)
+    with_prompt = np.flatnonzero(alive & cols.has_prompt)
+    for best, *rest in _resolve(cols, _groups(cols.prompt, with_prompt), row_hashes):
+        alive[[it.index for it in rest]] = False
         removed.extend((it.example_id, "conflict_older", best.example_id) for it in rest)
         conflicts.append(
             {
-                "prompt_hash": prompt.hex(),
+                "prompt_hash": best.prompt.hex(),
                 "kept_id": best.example_id,
                 "dropped_ids": sorted(it.example_id for it in rest),
             }
         )
-    del by_prompt
-    survivors = _best([it for it in survivors if it.index not in dropped], row_hash_of)
 
     # 3. near-duplicates over what is left, in rank order
-    kept_items = _near_dedup(
-        survivors,
-        shingles_of=shingles_of,
-        signatures_of=signatures_of,
-        threshold=threshold,
-        num_perm=num_perm,
-        removed=removed,
-        stats=stats,
-        keys=keys,
-        memo=memo,
-        memo_out=memo_out,
-    )
+    ranked = _rank_order(cols, np.flatnonzero(alive))
+    if len(ranked) >= 2:
+        gone = _near_dedup(
+            cols, ranked, members, threshold, num_perm, removed, stats, memo=memo, memo_out=memo_out
+        )
+        ranked = ranked[~gone]
     removed.sort()
     conflicts.sort(key=lambda c: (c["prompt_hash"], c["kept_id"]))
-    return [it.index for it in kept_items], removed, conflicts, stats
+    return ranked, removed, conflicts, stats
 
 
-def _band_buckets(signatures: np.ndarray, live: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """Bucket number of every live row in every band (-1 for the others): rows share a bucket of a
-    band exactly when their signatures agree on that band's values, as in datasketch's MinHashLSH."""
-    out = np.full((bands, len(signatures)), -1, dtype=np.int64)
-    if not len(live):
-        return out
-    sigs = signatures[live].astype(np.uint64)
-    for band in range(bands):
-        # A 64-bit hash of the band's values (datasketch keys a band by a 96-bit hash of its bytes).
-        h = np.full(len(live), _U64(0x9E3779B97F4A7C15), dtype=np.uint64)
-        for j in range(band * rows, (band + 1) * rows):
-            h ^= sigs[:, j]
-            h *= _FMIX1
-            h ^= h >> _U64(29)
-        _, inverse = np.unique(h, return_inverse=True)
-        out[band, live] = inverse.ravel()
-    return out
-
-
-def _components(buckets: np.ndarray, live: np.ndarray, n: int) -> np.ndarray:
-    """Connected components of the graph in which two rows are linked when they share a bucket."""
+def _components(hashes: np.ndarray, live: np.ndarray) -> dict[int, list[int]]:
+    """The components with more than one member of the graph in which two ranked rows are linked
+    when they share a band bucket: their rows (ascending), in the order of their first row."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    bands = buckets.shape[0]
-    if not len(live):
-        return np.arange(n)
-    offsets = np.cumsum([0, *[int(buckets[b, live].max()) + 1 for b in range(bands)]])
-    rows = np.concatenate([live] * bands)
-    cols = np.concatenate([n + offsets[b] + buckets[b, live] for b in range(bands)])
-    size = n + int(offsets[-1])
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(size, size))
+    n, bands = hashes.shape
+    live_rows = np.flatnonzero(live)
+    rows, cols, n_buckets = [], [], 0
+    for band in range(bands):
+        h = hashes[live_rows, band]
+        _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+        shared = counts[inverse] > 1  # rows in a bucket of one link to nothing
+        rows.append(live_rows[shared])
+        cols.append(n + n_buckets + inverse[shared])
+        n_buckets += len(counts)
+    rows_a, cols_a = np.concatenate(rows), np.concatenate(cols)
+    if not len(rows_a):
+        return {}
+    # Only the rows that share a bucket (and those buckets) are graph nodes: renumber them densely.
+    nodes, dense = np.unique(np.concatenate((rows_a, cols_a)), return_inverse=True)
+    edges = dense.reshape(2, -1)
+    graph = coo_matrix(
+        (np.ones(len(rows_a), dtype=np.int8), (edges[0], edges[1])), shape=(len(nodes), len(nodes))
+    )
     _, labels = connected_components(graph, directed=False)
-    return labels[:n]
+    is_row = nodes < n
+    out: dict[int, list[int]] = {}
+    for row, label in zip(nodes[is_row].tolist(), labels[is_row].tolist(), strict=True):
+        out.setdefault(label, []).append(row)
+    return out
 
 
 def _near_dedup(
-    ranked: list[_Item],
-    *,
-    shingles_of: Callable[[int], np.ndarray],
-    signatures_of: Callable[[list[int]], np.ndarray],
+    cols: DedupColumns,
+    ranked: np.ndarray,
+    members: MemberData,
     threshold: float,
     num_perm: int,
     removed: list,
     stats: dict[str, int],
-    keys: Sequence[str] | None,
+    *,
     memo: dict[str, ComponentDecisions] | None,
     memo_out: dict[str, ComponentDecisions] | None,
-) -> list[_Item]:
+) -> np.ndarray:
     """Greedy in rank order: an example is kept unless a kept example ranked before it is a verified
     near-duplicate of it. Candidates are the undecided examples that share an LSH band bucket.
+    Returns which ranked rows are removed.
 
     Decisions only travel along shared buckets, so each connected component of the bucket graph is
     decided on its own, exactly as in one pass over everything; a component whose member keys are
     in `memo` takes its earlier decisions.
     """
     n = len(ranked)
-    if n < 2:
-        return ranked
-    signatures = signatures_of([it.index for it in ranked])
-    empty = ~signatures.any(axis=1)  # no text to shingle: never a near-duplicate
-    live = np.flatnonzero(~empty)
-    stats["sketched"] += len(live)
+    live = cols.live[ranked]
+    stats["sketched"] += int(live.sum())
     bands, rows = lsh_params(threshold, num_perm)
-    buckets = _band_buckets(signatures, live, bands, rows)
-    labels = _components(buckets, live, n)
-    members: dict[int, list[int]] = {}
-    multi = np.flatnonzero(np.bincount(labels)[labels] > 1)
-    for pos in multi.tolist():
-        members.setdefault(int(labels[pos]), []).append(pos)
-
-    status = np.zeros(n, dtype=np.int8)  # 0 undecided, 1 kept, 2 removed
+    if cols.bands.shape[1] != bands:
+        raise ValueError(f"band hashes for {cols.bands.shape[1]} bands, the threshold needs {bands}")
+    hashes = cols.bands[ranked]
+    groups = _components(hashes, live)
+    gone = np.zeros(n, dtype=bool)
+    if not groups:
+        return gone
+    in_multi = np.sort(np.concatenate([np.asarray(g) for g in groups.values()]))
+    members.load(np.sort(ranked[in_multi]))
     params = f"{threshold}:{num_perm}:{bands}:{rows}:{MAX_VERIFY}:{ESTIMATE_SIGMAS}"
-    for positions in members.values():  # positions ascend: rank order
+    for positions in sorted(groups.values(), key=lambda g: g[0]):  # positions ascend: rank order
+        keys = [members.key(int(ranked[p])) for p in positions]
+        member_keys = [str(p) for p in positions] if None in keys else keys
         memo_key = None
-        if keys is not None:
-            memo_key = hashlib.blake2b(
-                "\x1f".join([params, *(keys[ranked[p].index] for p in positions)]).encode(), digest_size=16
-            ).hexdigest()
+        if None not in keys:
+            memo_key = hashlib.blake2b("\x1f".join([params, *keys]).encode(), digest_size=16).hexdigest()
         decided = memo.get(memo_key) if memo is not None and memo_key is not None else None
         if decided is None:
-            decided = _decide_component(
-                positions, ranked, signatures, buckets, shingles_of, threshold, num_perm, keys
-            )
+            decided = _decide_component(positions, ranked, hashes, members, member_keys, threshold, num_perm)
         if memo_out is not None and memo_key is not None:
             memo_out[memo_key] = decided
         pairs, (candidates, verified, capped) = decided
         stats["candidates"] += candidates
         stats["verified"] += verified
         stats["capped_queries"] += capped
-        by_key = {_member_key(ranked, p, keys): p for p in positions}
-        for gone, winner in pairs:
-            c, p = by_key[gone], by_key[winner]
-            status[c] = 2
-            removed.append((ranked[c].example_id, "near_duplicate", ranked[p].example_id))
-    return [it for pos, it in enumerate(ranked) if status[pos] != 2]
-
-
-def _member_key(ranked: list[_Item], pos: int, keys: Sequence[str] | None) -> str:
-    return keys[ranked[pos].index] if keys is not None else str(pos)
+        by_key = dict(zip(member_keys, positions, strict=True))
+        for gone_key, winner in pairs:
+            c, p = by_key[gone_key], by_key[winner]
+            gone[c] = True
+            removed.append(
+                (
+                    cols.example_id[int(ranked[c])].as_py(),
+                    "near_duplicate",
+                    cols.example_id[int(ranked[p])].as_py(),
+                )
+            )
+    return gone
 
 
 def _decide_component(
     positions: list[int],
-    ranked: list[_Item],
-    signatures: np.ndarray,
-    buckets: np.ndarray,
-    shingles_of: Callable[[int], np.ndarray],
+    ranked: np.ndarray,
+    hashes: np.ndarray,
+    members: MemberData,
+    member_keys: list[str],
     threshold: float,
     num_perm: int,
-    keys: Sequence[str] | None,
 ) -> ComponentDecisions:
-    bands = buckets.shape[0]
+    bands = hashes.shape[1]
+    local = {p: j for j, p in enumerate(positions)}
+    key_of = dict(zip(positions, member_keys, strict=True))
+    signatures = members.signatures([int(ranked[p]) for p in positions])
+    band_keys = {p: hashes[p].tolist() for p in positions}
     index: list[dict[int, list[int]]] = [{} for _ in range(bands)]
     for p in positions:
-        for b in range(bands):
-            if buckets[b, p] >= 0:
-                index[b].setdefault(int(buckets[b, p]), []).append(p)
-    undecided = {p for p in positions if buckets[0, p] >= 0}
+        for b, h in enumerate(band_keys[p]):
+            index[b].setdefault(h, []).append(p)
+    undecided = set(positions)  # members of a multi-member component all have text
     status: dict[int, int] = {}
     cache: OrderedDict[int, np.ndarray] = OrderedDict()
     cache_bytes = 0
@@ -691,7 +806,7 @@ def _decide_component(
         if got is not None:
             cache.move_to_end(pos)
             return got
-        got = cache[pos] = shingles_of(ranked[pos].index)
+        got = cache[pos] = members.shingles(int(ranked[pos]))
         cache_bytes += got.nbytes
         while cache_bytes > VERIFY_CACHE_BYTES and len(cache) > 1:
             cache_bytes -= cache.popitem(last=False)[1].nbytes
@@ -704,19 +819,18 @@ def _decide_component(
         if status.get(pos) == 2:
             continue
         status[pos] = 1
-        if pos not in undecided:  # no text to shingle
-            continue
         # Only undecided examples are candidates (each leaves once kept or removed): all rank after pos.
         undecided.discard(pos)
         found: set[int] = set()
-        for b in range(bands):
-            found.update(q for q in index[b][int(buckets[b, pos])] if q in undecided)
+        for b, h in enumerate(band_keys[pos]):
+            found.update(q for q in index[b][h] if q in undecided)
         if not found:
             continue
         candidates = np.fromiter(found, dtype=np.int64, count=len(found))
         n_candidates += len(candidates)
         # the MinHash estimate (vectorized) filters and orders the candidates; the exact Jaccard decides
-        estimates = (signatures[candidates] == signatures[pos]).mean(axis=1)
+        rows = np.fromiter((local[c] for c in candidates.tolist()), dtype=np.int64, count=len(candidates))
+        estimates = (signatures[rows] == signatures[local[pos]]).mean(axis=1)
         keep = estimates >= min_estimate
         candidates, estimates = candidates[keep], estimates[keep]
         if not len(candidates):
@@ -730,5 +844,5 @@ def _decide_component(
         for c in candidates[similar >= threshold].tolist():
             status[c] = 2
             undecided.discard(c)
-            pairs.append((_member_key(ranked, c, keys), _member_key(ranked, pos, keys)))
+            pairs.append((key_of[c], key_of[pos]))
     return tuple(pairs), (n_candidates, n_verified, n_capped)

@@ -271,8 +271,13 @@ def _and(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+# What else operators call the five priorities (the word alone must still give the number).
+PRIORITY_SYNONYMS = {0: "urgent", 1: "important", 2: "normal", 3: "minor", 4: "someday"}
+
+
 def _priority_phrase(p: int, key: str) -> str:
-    """The priority as operators say it: "high priority (P1)", "P1", "priority 1", "urgent (P0)"."""
+    """The priority as operators say it: "high priority (P1)", "P1", "priority 1", "p1", "prio 1",
+    "high priority", "urgent (P0)", ..."""
     return _pick(
         (
             priority_words(p),
@@ -280,10 +285,29 @@ def _priority_phrase(p: int, key: str) -> str:
             f"priority {p}",
             f"{PRIORITY_WORDS[p]}-priority (P{p})",
             f"{PRIORITY_WORDS[p]} (P{p})",
+            f"p{p}",
+            f"prio {p}",
+            f"{PRIORITY_WORDS[p]} priority",
+            f"{PRIORITY_SYNONYMS[p]} (P{p})",
         ),
         "prio",
         key,
     )
+
+
+def _styled(text: str, key: str) -> str:
+    """The request as typed: half as written, the rest in a quicker hand (lower-case start, no final
+    full stop, ids without backticks), picked by `key`. Titles and ids keep their case."""
+    style = _h("style", key) % 8
+    if style >= 4:
+        return text
+    if style in (0, 2) and text[:1].isupper() and not text[1:2].isupper():
+        text = text[0].lower() + text[1:]
+    if style in (0, 1) and text.endswith(".") and not text.endswith(".."):
+        text = text[:-1]
+    if style in (2, 3):
+        text = re.sub(r"`([A-Za-z0-9][A-Za-z0-9_.-]*)`", r"\1", text)
+    return text
 
 
 def create_request(spec: dict[str, Any], key: str) -> str:
@@ -311,6 +335,12 @@ def create_request(spec: dict[str, Any], key: str) -> str:
             f"Add {what} to the backlog: {title}",
             f'Make a bead, type {kind}{"" if prio is None else f", priority P{prio}"}: "{title}"',
             f"Put {what} on the board — {title}",
+            f"{title} — file that as {what}",
+            f"{kind}{'' if prio is None else f', P{prio}'}: {title}",
+            f"Can you file this? {title}. It's {what}",
+            f"There's {what} to track: {title}",
+            f"Write up {what} for this: {title}",
+            f"Log it: {title}{tail}",
         ),
         "create",
         key,
@@ -323,19 +353,56 @@ def create_request(spec: dict[str, Any], key: str) -> str:
     facts = []
     if spec["labels"]:
         labels = ", ".join(f"`{x}`" for x in spec["labels"])
-        facts.append(_pick((f"label it {labels}", f"labels: {labels}", f"tag it {labels}"), "labels", key))
-    if spec["parent"]:
         facts.append(
-            _pick((f"it goes under `{spec['parent']}`", f"parent is `{spec['parent']}`"), "parent", key)
+            _pick(
+                (
+                    f"label it {labels}",
+                    f"labels: {labels}",
+                    f"tag it {labels}",
+                    f"with the label(s) {labels}",
+                ),
+                "labels",
+                key,
+            )
+        )
+    if spec["parent"]:
+        parent = spec["parent"]
+        facts.append(
+            _pick(
+                (
+                    f"it goes under `{parent}`",
+                    f"parent is `{parent}`",
+                    f"it belongs to the epic `{parent}`",
+                    f"make it a child of `{parent}`",
+                ),
+                "parent",
+                key,
+            )
         )
     by: dict[str, list[str]] = defaultdict(list)
     for k, t in spec["deps"]:
         by[k].append(f"`{t}`")
     for k, ids in by.items():
-        facts.append(f"it is {_DEP_PHRASES.get(k, k + ' of')} {_and(ids)}")
+        if k == "blocks":
+            facts.append(
+                _pick(
+                    (
+                        f"it is blocked by {_and(ids)}",
+                        f"it depends on {_and(ids)}",
+                        f"it can't start before {_and(ids)} is done",
+                        f"{_and(ids)} must land first",
+                    ),
+                    "blocks",
+                    key,
+                )
+            )
+        else:
+            facts.append(f"it is {_DEP_PHRASES.get(k, k + ' of')} {_and(ids)}")
     if facts:
-        lines.append(_and(facts)[0].upper() + _and(facts)[1:] + ".")
-    return _pick(("\n\n", "\n\n", " "), "join", key).join(lines)
+        # "; " between facts: "goes under A, B and C must land first" would read as three parents
+        joined = "; ".join(facts)
+        lines.append(joined[0].upper() + joined[1:] + ".")
+    return _styled(_pick(("\n\n", "\n\n", " "), "join", key).join(lines), key)
 
 
 def _article(word: str) -> str:
@@ -374,17 +441,36 @@ def _blocking_answer(bead_id: str, blockers: list[str], path: str, index: _Index
 
 def _record_request(a: str, k: str, b: str, key: str) -> str:
     if k == "blocks":
-        return _pick(
-            (
-                f"Record that `{a}` is blocked by `{b}`.",
-                f"`{a}` can't start until `{b}` is done; record that.",
+        return _styled(
+            _pick(
+                (
+                    f"Record that `{a}` is blocked by `{b}`.",
+                    f"`{a}` can't start until `{b}` is done; record that.",
+                    f"`{a}` depends on `{b}`: add the dependency.",
+                    f"Block `{a}` on `{b}`.",
+                    f"`{b}` has to be finished before `{a}`. Record it.",
+                ),
+                "dep",
+                key,
+                b,
             ),
-            "dep",
-            key,
-            b,
+            f"{key}:{b}",
         )
     if k == "parent-child":
-        return f"Make `{a}` a child of `{b}`."
+        return _styled(
+            _pick(
+                (
+                    f"Make `{a}` a child of `{b}`.",
+                    f"`{a}` belongs under the epic `{b}`.",
+                    f"Put `{a}` under `{b}` as its child.",
+                    f"`{b}` is the parent of `{a}`; record that.",
+                ),
+                "child",
+                key,
+                b,
+            ),
+            f"{key}:{b}",
+        )
     if k == "discovered-from":
         return f"Record that `{a}` was discovered while working on `{b}`."
     if k in ("related", "relates-to"):
@@ -441,12 +527,18 @@ def _single(
                     f"Claim `{bead_id}`, you are starting on it.",
                     f"`{bead_id}` ({title}) is yours now. Claim it and start.",
                     f"Take `{bead_id}`: mark it as yours and in progress.",
+                    f"Assign `{bead_id}` to yourself and start on it.",
+                    f"Start work on `{bead_id}` (claim it first).",
                 ),
                 "claim",
                 bead_id,
             )
             reply = f"Claiming `{bead_id}`: that makes me its assignee and moves it to in_progress."
-            yield ex("bead_update", [user(q), _bash(reply, f"bd update {bead_id} --claim")], role)
+            yield ex(
+                "bead_update",
+                [user(_styled(q, f"claim:{bead_id}")), _bash(reply, f"bd update {bead_id} --claim")],
+                role,
+            )
         if status in UPDATE_STATUSES:
             q = (
                 _pick(
@@ -454,6 +546,7 @@ def _single(
                         f"Mark `{bead_id}` as {status}.",
                         f"`{bead_id}` is stuck, set it to blocked.",
                         f"Flag `{bead_id}` as blocked.",
+                        f"`{bead_id}` can't move right now: status blocked.",
                     ),
                     "blocked",
                     bead_id,
@@ -464,13 +557,18 @@ def _single(
                         f"Defer `{bead_id}` for now.",
                         f"Park `{bead_id}`, we'll get back to it later (defer it).",
                         f"`{bead_id}` can wait: mark it deferred.",
+                        f"Put `{bead_id}` on hold (deferred).",
                     ),
                     "defer",
                     bead_id,
                 )
             )
             cmd = f"bd update {bead_id} --status {status}"
-            yield ex("bead_update", [user(q), _bash(f"Setting `{bead_id}` to {status}.", cmd)], role)
+            yield ex(
+                "bead_update",
+                [user(_styled(q, f"status:{bead_id}")), _bash(f"Setting `{bead_id}` to {status}.", cmd)],
+                role,
+            )
         p = priority_of(meta)
         if p is not None and p != 2:
             q = _pick(
@@ -480,12 +578,18 @@ def _single(
                     f"Change the priority of `{bead_id}` to {p}.",
                     f"`{bead_id}` should be {_priority_phrase(p, bead_id)}; update it.",
                     f"Set {bead_id} to priority P{p}.",
+                    f"`{bead_id}`: priority {p} please.",
+                    f"{'Raise' if p < 2 else 'Lower'} `{bead_id}` to {_priority_phrase(p, 'u' + bead_id)}.",
                 ),
                 "update-prio",
                 bead_id,
             )
             cmd = f"bd update {bead_id} --priority {p}"
-            yield ex("bead_update", [user(q), _bash(f"Setting `{bead_id}` to P{p}.", cmd)], role)
+            yield ex(
+                "bead_update",
+                [user(_styled(q, f"prio:{bead_id}")), _bash(f"Setting `{bead_id}` to P{p}.", cmd)],
+                role,
+            )
 
     # bead_close (role left open: in Gas Town the refinery, not the assignee, closes merged work)
     reason = _flat(meta.get("close_reason"))
@@ -502,15 +606,20 @@ def _single(
             "bead_close",
             [
                 user(
-                    _pick(
-                        (
-                            f"Close `{bead_id}`: {reason}",
-                            f"`{bead_id}` is done. Reason: {reason}",
-                            f'Please close {bead_id} with the reason "{reason}".',
-                            f"We can close `{bead_id}` ({reason}).",
+                    _styled(
+                        _pick(
+                            (
+                                f"Close `{bead_id}`: {reason}",
+                                f"`{bead_id}` is done. Reason: {reason}",
+                                f'Please close {bead_id} with the reason "{reason}".',
+                                f"We can close `{bead_id}` ({reason}).",
+                                f"Done with `{bead_id}` — {reason}. Close it.",
+                                f"`{bead_id}` can be closed, reason: {reason}",
+                            ),
+                            "close",
+                            bead_id,
                         ),
-                        "close",
-                        bead_id,
+                        f"close:{bead_id}",
                     )
                 ),
                 _bash(f"Closing `{bead_id}`.", cmd),
@@ -677,6 +786,22 @@ def _triage(
 # the builder
 
 
+# What the index and the triage sets read of a bead (of its row: what a triage example cites), so
+# that a large database is held in this compact form while single-bead examples stream.
+_SHARED_META = ("id", "status", "title", "priority", "issue_type", "dependencies")
+_SHARED_ROW = ("doc_id", "mtime", "path")
+
+
+def _bead_rows(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for row in rows:
+        if row.get("source", "beads") != "beads":
+            continue
+        meta = _meta(row)
+        if not isinstance(meta.get("id"), str) or not meta["id"] or meta.get("status") == "tombstone":
+            continue
+        yield row, meta
+
+
 def build_bead_examples(
     rows: Iterable[dict[str, Any]], *, triage_sets: int = 20, seed: int = 0, machinery: str = "exclude"
 ) -> Iterator[dict[str, Any]]:
@@ -687,26 +812,29 @@ def build_bead_examples(
     `machinery` ("exclude" / "include", see the module doc) decides whether machinery beads and
     machinery closes give examples.
 
+    `rows` is read twice (first for the index of every bead, then for the examples) unless it is a
+    one-shot iterator, which is first materialized; a re-iterable that reads from disk keeps only the
+    compact index in memory.
+
     Split note: single-bead examples are grouped by `bead:<id>`, triage sets by `triage:<rig>:<k>`, so a
     bead shown in a triage set may also be the subject of single-bead examples in another split.
     """
-    beads: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    for row in rows:
-        if row.get("source", "beads") != "beads":
-            continue
-        meta = _meta(row)
-        if not isinstance(meta.get("id"), str) or not meta["id"] or meta.get("status") == "tombstone":
-            continue
-        beads.append((row, meta))
     if machinery not in MODES:
         raise ValueError(f"machinery must be one of {MODES}, not {machinery!r}")
+    if isinstance(rows, Iterator):
+        rows = list(rows)
     include = machinery == "include"
-    index = _Index(beads)  # machinery included: it can block other beads
+    shared: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    left_out: list[bool] = []
+    for row, meta in _bead_rows(rows):
+        shared.append(({k: row.get(k) for k in _SHARED_ROW}, {k: meta[k] for k in _SHARED_META if k in meta}))
+        left_out.append(is_ephemeral(meta) if include else classify(meta) is not None)
+    index = _Index(shared)  # machinery included: it can block other beads
     files: dict[tuple[str | None, str], list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
-    for row, meta in beads:
-        left_out = is_ephemeral(meta) if include else classify(meta) is not None
-        if left_out:
+    for i, (row, meta) in enumerate(_bead_rows(rows)):
+        if left_out[i]:
             continue
         yield from _single(row, meta, index, machinery_closes=include)
-        files[(row.get("rig"), row.get("path") or "")].append((row, meta))
+        files[(row.get("rig"), row.get("path") or "")].append(shared[i])
+    del shared
     yield from _triage(files, index, triage_sets, seed)

@@ -20,8 +20,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from gastown_ft.artifacts import ArtifactStore
 from gastown_ft.config import CorpusConfig, ScrubConfig, TownConfig
@@ -41,11 +43,18 @@ from gastown_ft.corpus.documents import (
 from gastown_ft.corpus.expectations import (
     CheckOutcome,
     DocumentChecks,
+    validate_examples,
     validate_new_examples,
     validate_splits,
 )
-from gastown_ft.corpus.machinery import summarize_documents
-from gastown_ft.corpus.pairs_reuse import build_pairs, save_verified, verified_state
+from gastown_ft.corpus.machinery import summarize
+from gastown_ft.corpus.pairs_reuse import (
+    build_pairs,
+    release_memory,
+    save_verified,
+    sorted_keys,
+    verified_state,
+)
 from gastown_ft.corpus.scan import TownScan
 from gastown_ft.corpus.scrub import Scrubber
 from gastown_ft.corpus.scrubbing import RedactionReport, scrub_row
@@ -54,6 +63,7 @@ from gastown_ft.corpus.splits import SPLITS, assign_groups, coverage_summary, wr
 
 BATCH_ROWS = 500
 PREVIEW_ROWS = 10
+VALIDATE_ROWS = 16_384  # examples checked per validation run (each run costs a fixed setup)
 # Stages that write a quarantine table: each reader, and the scrub stage (secrets it could not remove).
 QUARANTINE_TABLES = (*SOURCES, "scrub")
 SCRUB_CACHE_SCHEMA = pa.schema(
@@ -290,56 +300,96 @@ def _file_version(path) -> str:
     return reuse_mod.fingerprint(reuse_mod.file_stamp(path))
 
 
-def _scrubbed_keys(store: ArtifactStore, docs: pa.Table) -> list[str]:
+def _scrubbed_keys(store: ArtifactStore, path) -> list[str]:
     """The content key of each scrubbed document: as the scrub stage left them, else hashed here."""
-    cached = reuse_mod.load_cache(
-        store, SCRUBBED_KEYS, _file_version(store.path("corpus", "scrubbed_documents"))
-    )
-    if cached is not None and cached.num_rows == docs.num_rows:
+    n_rows = pq.ParquetFile(path).metadata.num_rows
+    cached = reuse_mod.load_cache(store, SCRUBBED_KEYS, _file_version(path))
+    if cached is not None and cached.num_rows == n_rows:
         return cached.column("row_key").to_pylist()
-    return reuse_mod.row_keys(docs, "scrubbed")
+    return _row_keys(path)
+
+
+def _row_keys(path) -> list[str]:
+    """reuse.row_keys of the scrubbed documents, a batch at a time (each key is of its row only)."""
+    keys: list[str] = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+        keys += reuse_mod.row_keys(pa.Table.from_batches([batch]), "scrubbed")
+    return keys
+
+
+def _bead_metas(path) -> Iterator[dict[str, Any]]:
+    """The meta of every bead document, read a batch at a time (as summarize_documents reads them)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=["source", "meta"]):
+        metas = batch.column("meta").filter(pc.equal(batch.column("source"), "beads"))
+        yield from (json.loads(m) if m else {} for m in metas.to_pylist())
+
+
+def _validate_new(build, fresh: np.ndarray, max_tokens: int) -> list[CheckOutcome]:
+    """The per-example checks on the examples not verified before, a batch at a time (memory stays
+    at one batch); the unique-id check once over every id. Outcomes merged across batches."""
+    # The unique-id check sees only the ids that occur more than once (every occurrence, in order):
+    # the same outcome as over every id, without a Python string per example.
+    counts = pc.value_counts(build.example_ids)
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    ids = build.example_ids.filter(pc.is_in(build.example_ids, value_set=repeated)).to_pylist()
+    outcomes: list[CheckOutcome] | None = None
+    release_memory()
+    for batch in build.example_batches(fresh, VALIDATE_ROWS):
+        if outcomes is None:
+            outcomes = validate_new_examples(batch, ids, max_tokens)
+        elif batch:
+            by_name = {o.name: o for o in outcomes}
+            for o in validate_examples(batch, max_tokens):
+                into = by_name[o.name]
+                into.passed = into.passed and o.passed
+                if o.details.get("failed"):
+                    into.details.setdefault("failed", []).extend(o.details["failed"])
+        del batch
+        release_memory()
+    return outcomes if outcomes is not None else validate_new_examples([], ids, max_tokens)
 
 
 def pairs_stage(
     store: ArtifactStore, cfg: CorpusConfig
 ) -> tuple[dict[str, Any], list[CheckOutcome], list[dict]]:
-    """Examples from the scrubbed documents. Returns (stats, check outcomes, the first examples)."""
+    """Examples from the scrubbed documents. Returns (stats, check outcomes, the first examples).
+    Documents are read and examples written a batch at a time (see corpus/pairs_reuse.py)."""
     started = time.perf_counter()
-    docs = store.read_table("corpus", "scrubbed_documents")
-    keys = _scrubbed_keys(store, docs) if cfg.reuse else reuse_mod.row_keys(docs, "scrubbed")
+    docs = store.path("corpus", "scrubbed_documents")
+    n_docs = pq.ParquetFile(docs).metadata.num_rows
+    keys = _scrubbed_keys(store, docs) if cfg.reuse else _row_keys(docs)
     build = build_pairs(docs, keys, cfg, store, reuse_cache=cfg.reuse)
-    path = store.write_table("corpus", "instruction_pairs", build.table)
-    version, verified = verified_state(store, cfg) if cfg.reuse else ("", set())
-    fresh = [row for row, key in enumerate(build.kept_keys) if key not in verified]
-    ids = build.table.column("example_id").to_pylist()
-    outcomes = validate_new_examples([build.example_of(r) for r in fresh], ids, cfg.max_tokens)
+    del keys
+    version, verified = verified_state(store, cfg) if cfg.reuse else ("", pa.array([], pa.string()))
+    fresh = ~pc.is_in(build.kept_keys, value_set=verified).to_numpy(zero_copy_only=False)
+    outcomes = _validate_new(build, fresh, cfg.max_tokens)
     if cfg.reuse:
-        kept = set(build.kept_keys)
-        now = kept if all(o.passed for o in outcomes) else verified & kept
-        if now != verified:
+        kept = build.kept_keys
+        now = sorted_keys(kept if all(o.passed for o in outcomes) else kept.filter(pa.array(~fresh)))
+        if not now.equals(verified):
             save_verified(store, version, now)
     report = build.report
     stats = {
-        "rows": build.table.num_rows,
-        "documents": docs.num_rows,
+        "rows": build.num_rows,
+        "documents": n_docs,
         "built": report.built,
         "by_task": dict(report.by_task),
         "by_role": dict(report.by_role),
         "dedup": report.dedup,
         "conflicts": report.conflicts,
         # beads the machinery wrote, by kind, and whether the bead tasks left them out
-        "machinery": summarize_documents(docs, cfg.machinery),
+        "machinery": summarize(_bead_metas(docs), cfg.machinery),
         "invalid_commands": dict(report.invalid_commands),
         "invalid_examples": report.invalid_examples,
         "over_budget": dict(report.over_budget),
         "reuse": build.stats,
         "reused_documents": build.stats.get("documents_reused", 0),
         "recomputed_documents": build.stats.get("documents_recomputed", 0),
-        "validated_examples": len(fresh),
-        "path": str(path),
+        "validated_examples": int(fresh.sum()),
+        "path": str(build.path),
         "seconds": time.perf_counter() - started,
     }
-    preview = [build.example_of(r) for r in range(min(PREVIEW_ROWS, build.table.num_rows))]
+    preview = next(build.example_batches(rows=PREVIEW_ROWS), [])[:PREVIEW_ROWS]
     return stats, outcomes, preview
 
 

@@ -38,14 +38,15 @@ class LoadedModel:
     stop_ids: list[int]
     pad_id: int
     context: int  # positions the model was built for
+    merged: Any = None  # the tuned model with its adapter merged in, once `prepare_decoding` made it
 
     @contextlib.contextmanager
     def variant(self, which: str) -> Iterator[Any]:
-        """The model as "base" (adapter off) or "tuned" (adapter on; needs an adapter)."""
+        """The model as "base" (adapter off) or "tuned" (adapter on, or merged; needs an adapter)."""
         if which == "tuned":
             if self.adapter_dir is None:
                 raise ValueError("no adapter loaded: there is no tuned variant")
-            yield self.model
+            yield self.merged if self.merged is not None else self.model
         elif which == "base":
             if self.adapter_dir is None:
                 yield self.model
@@ -54,6 +55,25 @@ class LoadedModel:
                     yield self.model
         else:
             raise ValueError(f"unknown variant {which!r}")
+
+
+    def prepare_decoding(self, bf16: bool) -> None:
+        """Ready both variants for greedy decoding, once the losses are scored: the tuned one as a
+        merged copy (decoding a small model costs mostly one matrix product after another, and the
+        unmerged adapter adds two more to each adapted layer), then both in bf16 when asked (the
+        weights' memory traffic halves where the CPU has native bf16). Merged in fp32, then cast."""
+        import copy
+
+        import torch
+
+        if self.adapter_dir is not None and self.merged is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.merged = copy.deepcopy(self.model).merge_and_unload().eval()
+        if bf16:
+            self.model.to(torch.bfloat16)
+            if self.merged is not None:
+                self.merged.to(torch.bfloat16)
 
 
 def _check_dir(path: Path, what: str, marker: str, hint: str) -> None:

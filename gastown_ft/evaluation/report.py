@@ -207,4 +207,5 @@ def load_eval_results(path: str | Path) -> dict[str, Any]:
 def _decoding(d: dict[str, Any] | None) -> str:
     if not d:
         return ""
-    return f" ({d['precision']} weights, {d['threads']} thread{'s' if d['threads'] != 1 else ''})"
+    merged = ", the tuned adapter merged into its copy" if d.get("tuned") == "merged" else ""
+    return f" ({d['precision']} weights{merged}, {d['threads']} thread{'s' if d['threads'] != 1 else ''})"

@@ -220,9 +220,12 @@ def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timin
     # Decoding is bound by the weights' memory traffic: bf16 weights halve it where the CPU has native
     # bf16. The scores above are done, so the fp32 weights can be cast in place.
     decode = cfg.decode_precision if cfg.decode_precision != "auto" else hw.precision
-    if decode == "bf16":
-        loaded.model.to(torch.bfloat16)
-    results["decoding"] = {"threads": decode_threads, "precision": "bf16" if decode == "bf16" else "fp32"}
+    loaded.prepare_decoding(bf16=decode == "bf16")
+    results["decoding"] = {
+        "threads": decode_threads,
+        "precision": "bf16" if decode == "bf16" else "fp32",
+        "tuned": "merged" if loaded.merged is not None else "adapter",
+    }
     with _timed(timing, "task_suite", log):
         results["task_suite"] = _task_suite(loaded, test_examples, cfg, log)
     if cfg.generalization:
@@ -289,10 +292,17 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     s = results.get("task_suite") or {}
     if s:
         put("suite_score", s["base"]["suite_score"], s["tuned"]["suite_score"])
-        names = {"command": "command_validity", "exact": "exact_answer", "authoring": "formula_authoring"}
+        names = {"command": "command_accuracy", "exact": "exact_answer", "authoring": "formula_authoring"}
         for fam, name in names.items():
             if fam in s["tuned"]["families"]:
                 put(name, s["base"]["families"][fam]["score"], s["tuned"]["families"][fam]["score"])
+        if "command" in s["tuned"]["families"]:
+            # a shell would run it: parses, the requested subcommand (accuracy also wants the flags)
+            put(
+                "command_validity",
+                s["base"]["families"]["command"].get("validity"),
+                s["tuned"]["families"]["command"].get("validity"),
+            )
     suites = (results.get("patrol") or {}).get("suites") or []
     scored = sum(x["tuned"]["scored"] for x in suites)
     if scored:

@@ -7,7 +7,9 @@ corpus/pairs_beads.py):
 - family `command` (bead_create, bead_update, bead_close, bead_deps with a command, formula_vars
   pours): every gt/bd command the model writes (tool calls and text) parses against the CLI grammar,
   with the reference's subcommand and the same set of flags. bead_create is also an exact-answer
-  case: the bead's type (-t) and priority (-p) must equal the reference's.
+  case: the bead's type (-t) and priority (-p) must equal the reference's. Two rates come out of it:
+  validity (the answer holds a command, every command parses, the first is the requested subcommand:
+  what a shell would accept) and accuracy (the case passes: also the right flags and values).
 - family `exact` (formula_next_step, formula_steps, bead_triage): the answer's key facts equal the
   reference's: for the next step, whether it says "nothing/none", which step ids it names (the next
   steps and what else they wait for) and which conditions it quotes; for the steps, the ordered
@@ -235,6 +237,7 @@ def _check_command(case: TaskCase, gen: Generation) -> tuple[bool, dict[str, Any
     first = checks[0]
     if first.path != ref_check.path:
         return False, {**details, "reason": f"subcommand {first.path}, expected {ref_check.path}"}
+    details["valid"] = True
     want, have = flag_names(ref_cmds[0], ref_check.path), flag_names(got[0], first.path)
     if want != have:
         return False, {
@@ -349,6 +352,9 @@ def summarize(scores: Sequence[CaseScore]) -> dict[str, Any]:
                 "passed": sum(s.passed for s in sel),
                 "score": _rate(sel),
             }
+            if fam == "command":
+                valid = sum(1 for s in sel if s.details.get("valid"))
+                out["families"][fam].update(valid=valid, validity=valid / len(sel))
     for task in sorted({s.task for s in scores}):
         sel = [s for s in scores if s.task == task]
         out["tasks"][task] = {"cases": len(sel), "passed": sum(s.passed for s in sel), "score": _rate(sel)}

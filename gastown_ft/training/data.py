@@ -136,6 +136,18 @@ def _prefix_tokens(example: dict[str, Any], tokenizer) -> int:
     return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
+def _opening_tokens(example: dict[str, Any], tokenizer, cache: dict[tuple[str, str | None], int]) -> int:
+    """Tokens of the example's opening (BOS, system prompt and tools: what examples of one role share);
+    0 without a system prompt. Cached per (system prompt, tools)."""
+    msgs = example.get("messages") or []
+    if not msgs or msgs[0].get("role") != "system":
+        return 0
+    key = (str(msgs[0].get("content")), _tools_key(example))
+    if key not in cache:
+        cache[key] = _prefix_tokens(example, tokenizer)
+    return cache[key]
+
+
 def chain_conversations(
     examples: Sequence[dict[str, Any]], tokenizer, max_seq_len: int, max_examples: int
 ) -> list[dict[str, Any]]:
@@ -246,6 +258,7 @@ def encode_examples(
     """Encode many examples; the dropped ones are left out and counted."""
     out: list[dict[str, list[int]]] = []
     stats = EncodeStats()
+    openings: dict[tuple[str, str | None], int] = {}
     for example in examples:
         stats.examples += 1
         input_ids, labels = _encode_untruncated(example, tokenizer)
@@ -253,6 +266,9 @@ def encode_examples(
         if enc is None:
             stats.dropped += 1
             continue
+        opening = _opening_tokens(_example(example), tokenizer, openings)
+        if opening:
+            enc["prefix_len"] = min(opening, len(enc["input_ids"]))
         n = len(enc["input_ids"])
         if len(input_ids) > n:
             stats.truncated += 1
@@ -319,6 +335,37 @@ def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
 GROUP_BATCHES = 16  # batches of one length-sorted window
 
 
+def opening_order(
+    keys: Sequence[int], lengths: Sequence[int], epoch: int, seed: int, batch_size: int
+) -> list[int]:
+    """`epoch_order`, regrouped so that each batch holds examples with the same opening (`keys`), which
+    `share_prefixes` merges into one row with no padding at all: each opening's examples, in the
+    shuffled order, are cut into full batches; what is left of every opening is batched by length (like
+    `grouped_order`); then the batches are shuffled again (seeded). Depends only on its arguments."""
+    order = epoch_order(len(keys), epoch, seed)
+    by_key: dict[int, list[int]] = {}
+    for i in order:
+        by_key.setdefault(keys[i], []).append(i)
+    batches: list[list[int]] = []
+    rest: list[int] = []
+    for members in by_key.values():
+        full = len(members) - len(members) % batch_size
+        batches += [members[j : j + batch_size] for j in range(0, full, batch_size)]
+        rest += members[full:]
+    rest.sort(key=lambda i: -lengths[i])
+    batches += [rest[j : j + batch_size] for j in range(0, len(rest), batch_size)]
+    return _shuffled_batches(batches, epoch, seed, batch_size)
+
+
+def _shuffled_batches(batches: list[list[int]], epoch: int, seed: int, batch_size: int) -> list[int]:
+    """The batches in a seeded order, flattened; a short batch goes last, so that cutting the flat
+    order every `batch_size` rows (as the trainer does) gives back exactly these batches."""
+    full = [b for b in batches if len(b) == batch_size]
+    short = [b for b in batches if len(b) != batch_size]
+    shuffled = epoch_order(len(full), epoch, seed + 1)
+    return [i for b in shuffled for i in full[b]] + [i for b in short for i in b]
+
+
 def grouped_order(lengths: Sequence[int], epoch: int, seed: int, batch_size: int) -> list[int]:
     """`epoch_order`, regrouped so that each batch holds examples of similar length (less padding).
 
@@ -331,8 +378,7 @@ def grouped_order(lengths: Sequence[int], epoch: int, seed: int, batch_size: int
     for k in range(0, len(order), window):
         chunk = sorted(order[k : k + window], key=lambda i: -lengths[i])
         batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
-    shuffled = epoch_order(len(batches), epoch, seed + 1)
-    return [i for b in shuffled for i in batches[b]]
+    return _shuffled_batches(batches, epoch, seed, batch_size)
 
 
 def token_weights(row: dict[str, Any]) -> list[float]:
@@ -340,6 +386,100 @@ def token_weights(row: dict[str, Any]) -> list[float]:
     if "loss_weights" in row:
         return list(row["loss_weights"])
     return [float(row.get("weight", 1.0))] * len(row["input_ids"])
+
+
+MIN_SHARED_PREFIX = 8  # a shorter common opening is not worth a merged row
+
+
+def _shareable_opening(seq: dict[str, Any]) -> int:
+    """The length of the sequence's opening that may be shared, 0 when none: an unpacked sequence
+    whose opening carries no label and is followed by at least one token that carries none either
+    (each merged example's first own token is then predicted by no trained position)."""
+    p = int(seq.get("prefix_len") or 0)
+    if p < MIN_SHARED_PREFIX or "position_ids" in seq or len(seq["input_ids"]) <= p:
+        return 0
+    if any(x != IGNORE_INDEX for x in seq["labels"][: p + 1]):
+        return 0
+    return p
+
+
+def opening_keys(seqs: Sequence[dict[str, Any]]) -> list[int]:
+    """One int per sequence, equal for sequences with the same shareable opening (first-seen order);
+    distinct for a sequence with none. `grouped_order` batches equal keys together."""
+    ids: dict[tuple[int, ...], int] = {}
+    out = []
+    for i, s in enumerate(seqs):
+        p = _shareable_opening(s)
+        key = tuple(s["input_ids"][:p]) if p else ("solo", i)
+        out.append(ids.setdefault(key, len(ids)))  # type: ignore[arg-type]
+    return out
+
+
+def share_prefixes(seqs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sequences of one micro-batch with those that open alike merged: one row holds the opening
+    once, then each sequence's own tokens (`spans` marks where each starts and ends). `collate` gives
+    such a row a mask under which each sequence sees the opening and its own earlier tokens only, and
+    positions that continue the opening, so every token's logits are what they are in its own
+    sequence, and the loss and its gradient equal those of the unmerged batch (up to float rounding).
+
+    Why: a command example's opening (system prompt and tool schema) is ~170 of ~300 tokens, and a
+    batch of one role's examples computed it once per example. Sequences without a shareable
+    opening, and openings seen once, stay as they are."""
+    groups: dict[Any, list[int]] = {}
+    for i, s in enumerate(seqs):
+        p = _shareable_opening(s)
+        groups.setdefault(tuple(s["input_ids"][:p]) if p else ("solo", i), []).append(i)
+    rows: list[dict[str, Any]] = []
+    for members in groups.values():
+        if len(members) == 1:
+            rows.append(seqs[members[0]])
+            continue
+        first = seqs[members[0]]
+        p = _shareable_opening(first)
+        row: dict[str, Any] = {
+            "input_ids": list(first["input_ids"][:p]),
+            "labels": list(first["labels"][:p]),
+            "loss_weights": token_weights(first)[:p],
+            "position_ids": list(range(p)),
+            "spans": [],
+            "example_tokens": 0,
+        }
+        for i in members:
+            s = seqs[i]
+            start = len(row["input_ids"])
+            row["input_ids"] += s["input_ids"][p:]
+            row["labels"] += s["labels"][p:]
+            row["loss_weights"] += token_weights(s)[p:]
+            row["position_ids"] += list(range(p, len(s["input_ids"])))
+            row["spans"].append((start, len(row["input_ids"])))
+            row["example_tokens"] += len(s["input_ids"])
+        row["attention_mask"] = [1] * len(row["input_ids"])
+        rows.append(row)
+    return rows
+
+
+def _shared_mask(batch: Sequence[dict[str, Any]], width: int):
+    """(rows, 1, width, width) bool, True where a query position may attend to a key position: causal
+    within each sequence, a merged row's examples each over the opening and their own span; a padding
+    position attends to itself only (a row with no key at all would give NaN)."""
+    import torch
+
+    mask = torch.zeros(len(batch), 1, width, width, dtype=torch.bool)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    for b, s in enumerate(batch):
+        n = len(s["input_ids"])
+        spans = s.get("spans")
+        if not spans:
+            mask[b, 0, :n, :n] = causal[:n, :n]
+        else:
+            p = spans[0][0]
+            mask[b, 0, :p, :p] = causal[:p, :p]
+            for start, end in spans:
+                mask[b, 0, start:end, :p] = True
+                mask[b, 0, start:end, start:end] = causal[: end - start, : end - start]
+        idx = torch.arange(n, width)
+        mask[b, 0, idx, idx] = True
+    return mask
 
 
 def collate(batch: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
@@ -363,14 +503,19 @@ def collate(batch: Sequence[dict[str, Any]], pad_id: int) -> dict[str, Any]:
         start = p[-1] + 1 if p else 0
         pos.append(p + list(range(start, start + pad)))
         weights.append(token_weights(s) + [0.0] * pad)
-    return {
+    out = {
         "input_ids": torch.tensor(ids, dtype=torch.long),
         "labels": torch.tensor(labels, dtype=torch.long),
         "attention_mask": torch.tensor(mask, dtype=torch.long),
         "position_ids": torch.tensor(pos, dtype=torch.long),
         "loss_weights": torch.tensor(weights, dtype=torch.float32),
         "packed": packed,
+        # the tokens of the examples themselves (a merged row's opening counts once per example)
+        "example_tokens": sum(int(s.get("example_tokens") or len(s["input_ids"])) for s in batch),
     }
+    if any(s.get("spans") for s in batch):
+        out["shared_mask"] = _shared_mask(batch, width)
+    return out
 
 
 def trained_weight(batch: dict[str, Any]) -> float:

@@ -65,9 +65,12 @@ from gastown_ft.training.data import (
     encode_examples,
     epoch_order,
     grouped_order,
+    opening_keys,
+    opening_order,
     pack,
     piecewise_matches_full_text,
     sequences_fingerprint,
+    share_prefixes,
     trained_weight,
 )
 from gastown_ft.training.device import Hardware, detect
@@ -359,10 +362,11 @@ def plan_training(
     lengths = [len(r["input_ids"]) for r in rows]
     trained = sorted((sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in rows), reverse=True)
     order = batch_order(rows, 0, cfg)
-    padded = sum(
-        len(chunk) * max(lengths[i] for i in chunk)
-        for chunk in (order[k : k + cfg.batch_size] for k in range(0, len(order), cfg.batch_size))
-    )
+    padded = 0  # what the steps compute: padded rows, after merging shared openings
+    for k in range(0, len(order), cfg.batch_size):
+        chunk = [rows[i] for i in order[k : k + cfg.batch_size]]
+        merged = share_prefixes(chunk) if cfg.share_prefix else chunk
+        padded += len(merged) * max(len(r["input_ids"]) for r in merged)
     hw = hardware_for(cfg)
     estimate = estimate_training(
         model_config,
@@ -426,9 +430,15 @@ def matmul_peak(hw: Hardware) -> float | None:
 
 
 def batch_order(rows: list[dict[str, list[int]]], epoch: int, cfg: TrainingConfig) -> list[int]:
-    """The order of `rows` in `epoch`: seeded, and grouped by length when `group_by_length` is on."""
-    if cfg.group_by_length and not cfg.packing:
-        return grouped_order([len(r["input_ids"]) for r in rows], epoch, cfg.seed, cfg.batch_size)
+    """The order of `rows` in `epoch`: seeded; with `group_by_length`, batched by opening (with
+    `share_prefix`) or by length."""
+    if cfg.packing:
+        return epoch_order(len(rows), epoch, cfg.seed)
+    lengths = [len(r["input_ids"]) for r in rows]
+    if cfg.share_prefix and cfg.group_by_length:
+        return opening_order(opening_keys(rows), lengths, epoch, cfg.seed, cfg.batch_size)
+    if cfg.group_by_length:
+        return grouped_order(lengths, epoch, cfg.seed, cfg.batch_size)
     return epoch_order(len(rows), epoch, cfg.seed)
 
 
@@ -744,6 +754,8 @@ def token_loss_sum(
     kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False}
     if batch["packed"]:
         kwargs["position_ids"] = batch["position_ids"].to(device)
+    if batch.get("shared_mask") is not None:
+        kwargs["attention_mask"] = _attention_mask_4d(model, batch["shared_mask"].to(device))
     weights = batch.get("loss_weights") if weighted else None
     if weights is not None:
         trained = batch["labels"][:, 1:] != IGNORE_INDEX
@@ -751,6 +763,25 @@ def token_loss_sum(
             weights = None  # every trained weight 1: the plain sum, bit for bit the unweighted loss
     with autocast() if autocast is not None else nullcontext():
         return _loss_sum(model, kwargs, labels, F, None if weights is None else weights.to(device))
+
+
+def _attention_mask_4d(model, allowed):
+    """A custom (rows, 1, q, k) mask in the form the model's attention takes: sdpa and flex take the
+    bool mask (True: attend); eager adds it to the scores, so it gets 0 / the dtype's minimum."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    impl = getattr(base.config, "_attn_implementation", None) or "eager"
+    if impl in ("sdpa", "flex_attention"):
+        return allowed
+    if impl != "eager":
+        raise ValueError(
+            f"attention implementation {impl!r} takes no custom mask: set [training] share_prefix = false"
+        )
+    dtype = next(base.parameters()).dtype
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
 
 
 def _loss_sum(model, kwargs: dict[str, Any], labels, F, weights=None):
@@ -783,20 +814,25 @@ def evaluate_loss(
     pad_id: int,
     batch_size: int,
     autocast: Callable[[], Any] | None = None,
+    share_prefix: bool = True,
 ) -> float | None:
-    """Mean next-token loss over all trained tokens of `sequences` (dropout off, no gradients)."""
+    """Mean next-token loss over all trained tokens of `sequences` (dropout off, no gradients). With
+    `share_prefix`, sequences with the same opening are batched together and merged
+    (`share_prefixes`): the same loss for less compute."""
     import torch
 
     if not sequences:
         return None
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]["input_ids"]))
+    keys = opening_keys(sequences) if share_prefix else [0] * len(sequences)
+    order = sorted(range(len(sequences)), key=lambda i: (keys[i], len(sequences[i]["input_ids"])))
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     try:
         with torch.no_grad():
             for k in range(0, len(order), batch_size):
-                batch = collate([sequences[i] for i in order[k : k + batch_size]], pad_id)
+                seqs = [sequences[i] for i in order[k : k + batch_size]]
+                batch = collate(share_prefixes(seqs) if share_prefix else seqs, pad_id)
                 loss, n = token_loss_sum(model, batch, autocast)
                 total += float(loss)
                 count += n
@@ -927,8 +963,9 @@ class StepRunner:
         *,
         hw: Hardware | None = None,
         par: DataParallel | None = None,
+        share_prefix: bool = False,
     ) -> None:
-        self.rows, self.pad_id = rows, pad_id
+        self.rows, self.pad_id, self.share_prefix = rows, pad_id, share_prefix
         self.par = par or DataParallel()
         self.params = [p for p in model.parameters() if p.requires_grad]
         self._loss = _loss_module(model, hw.autocast if hw is not None else None)
@@ -949,7 +986,7 @@ class StepRunner:
         mine = [par.shard(m) for m in micro]
         shares = [share or m[:1] for share, m in zip(mine, micro, strict=True)]
         present = [1.0 if share else 0.0 for share in mine]
-        batches = [collate([self.rows[i] for i in share], self.pad_id) for share in shares]
+        batches = [collate(self._merged([self.rows[i] for i in share]), self.pad_id) for share in shares]
         total = par.all_sum(sum(p * trained_weight(b) for b, p in zip(batches, present, strict=True)))
         total = total if total > 0 else 1.0  # nothing trained (all weights 0): no gradient, no NaN
         step_loss = 0.0
@@ -961,9 +998,12 @@ class StepRunner:
             # DDP averages the processes' gradients; scaled by the world size, they add up instead
             (loss * par.world).backward()
             step_loss += float(loss.detach())
-            self.tokens += int(p * b["attention_mask"].sum())
+            self.tokens += int(p * b["example_tokens"])
         torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
         return par.all_sum(step_loss)
+
+    def _merged(self, seqs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return share_prefixes(seqs) if self.share_prefix else seqs
 
     def progress(
         self, step: int, total_steps: int, loss: float, lr: float, elapsed: float, steps_timed: int, **extra
@@ -1024,7 +1064,7 @@ def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop
     model = prepare_model(plan, hw)
     model.train()
     rows, pad_id = plan.train_sequences, plan.pad_id
-    runner = StepRunner(model, rows, pad_id, hw=hw, par=par)
+    runner = StepRunner(model, rows, pad_id, hw=hw, par=par, share_prefix=plan.cfg.share_prefix)
     batches = StepBatches(rows, cfg, plan.batches_per_epoch)
     optimizer = torch.optim.AdamW(runner.params, lr=cfg.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -79,7 +79,7 @@ def test_stage_reports(shared_samples, tmp_path):
     excluded = build_pairs(docs, keys, CorpusConfig(), store, reuse_cache=True)
     # The switch reaches the builder, past the unit cache the first build filled.
     included = build_pairs(docs, keys, CorpusConfig(machinery="include"), store, reuse_cache=True)
-    assert included.table.num_rows > excluded.table.num_rows
+    assert included.num_rows > excluded.num_rows
     pairs = {"by_task": dict(excluded.report.by_task), "machinery": m}
 
     quarantine = stages.quarantine_stage(town, store)

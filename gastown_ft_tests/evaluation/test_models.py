@@ -262,3 +262,32 @@ def test_failed_check_blocks_what_comes_after(tiny, tmp_path):
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     assert started == {"eval_report"}  # the downstream step never started
     assert [e.step_key for e in result.get_step_failure_events()] == ["eval_report"]
+
+
+@pytest.mark.training
+def test_the_merged_copy_decodes_like_the_adapter(tiny):
+    """prepare_decoding: the tuned variant becomes a merged copy with the adapter's answers; the base
+    variant stays the base."""
+    import torch
+
+    from gastown_ft.evaluation.generate import Prompt, generate, load_model
+    from gastown_ft.evaluation.tasks import build_task_suite
+
+    _, _, base, adapter, _, test = tiny
+    fresh = load_model(base, adapter)  # the module's shared model stays unmerged
+    prompts = [Prompt(c.prompt.messages, c.prompt.tools) for c in build_task_suite(test, 2)][:6]
+    before = {
+        v: [g.text for g in generate(fresh, prompts, variant=v, max_new_tokens=24)] for v in ("base", "tuned")
+    }
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    with torch.no_grad(), fresh.variant("tuned") as model:
+        logits_adapter = model(input_ids=ids).logits
+    fresh.prepare_decoding(bf16=False)
+    assert fresh.merged is not None and not hasattr(fresh.merged, "peft_config")
+    with torch.no_grad(), fresh.variant("tuned") as model:
+        assert model is fresh.merged
+        assert torch.allclose(model(input_ids=ids).logits, logits_adapter, atol=1e-4)
+    after = {
+        v: [g.text for g in generate(fresh, prompts, variant=v, max_new_tokens=24)] for v in ("base", "tuned")
+    }
+    assert after == before

@@ -371,3 +371,19 @@ def test_next_step_key_tells_a_join_from_a_free_step():
     assert score_case(case, _reply(ref)).passed
     score = score_case(case, _reply(naive))
     assert not score.passed and score.details["expected"]["conditions"] == sorted(want[2])
+
+
+def test_command_validity_counts_runnable_commands_with_wrong_flags(suite):
+    """Validity: the command parses and is the requested subcommand; accuracy also wants the flags."""
+    cases, _ = suite
+    close = _case(cases, "bead_close")
+    answers = [
+        _reply("", 'bd close gt-1 --reason "done"'),  # right: valid and accurate
+        _reply("", "bd close gt-1"),  # runs, but without the reason: valid, not accurate
+        _reply("", "bd close gt-1 --frobnicate"),  # does not parse
+        _reply("", "bd show gt-1"),  # another subcommand
+        _reply("I would close it."),  # no command
+    ]
+    s = summarize([score_case(close, a) for a in answers])["families"]["command"]
+    assert (s["passed"], s["valid"]) == (1, 2)
+    assert s["validity"] == pytest.approx(0.4) and s["score"] == pytest.approx(0.2)

@@ -284,6 +284,37 @@ def test_grouped_order_is_a_stable_permutation_with_less_padding():
     assert padded(order) < 0.8 * padded(epoch_order(301, 0, 7))
 
 
+def test_opening_order_batches_one_opening_at_a_time():
+    import random
+
+    from gastown_ft.training.data import opening_order
+
+    rng = random.Random(5)
+    keys = [rng.randrange(6) for _ in range(203)]
+    lengths = [rng.randrange(20, 600) for _ in range(203)]
+    order = opening_order(keys, lengths, 0, 7, 4)
+    assert sorted(order) == list(range(203))
+    assert order == opening_order(keys, lengths, 0, 7, 4)  # a resumed run sees the same batches
+    assert order != opening_order(keys, lengths, 1, 7, 4)  # another epoch, other batches
+    batches = [order[k : k + 4] for k in range(0, len(order), 4)]
+    mixed = [b for b in batches if len({keys[i] for i in b}) > 1]
+    # only what is left of each opening after its full batches may share a batch with another
+    assert len(mixed) <= 6 * 3 / 2
+    assert sum(len(b) for b in mixed) <= 6 * 3
+
+
+def test_encoded_examples_know_their_opening(tokenizer):
+    from gastown_ft.training.data import opening_keys
+
+    seqs, _ = encode_examples([chat(0), chat(3), chat(1)], tokenizer, 4096)
+    keys = opening_keys(seqs)
+    assert keys[0] == keys[1] != keys[2]  # chats 0 and 3: one rig; chat 1: another
+    p = seqs[0]["prefix_len"]
+    assert seqs[0]["input_ids"][:p] == seqs[1]["input_ids"][:p]
+    assert tokenizer.decode(seqs[0]["input_ids"][:p]).rstrip().endswith("<|im_end|>")
+    assert all(x == -100 for x in seqs[0]["labels"][: p + 1])
+
+
 def test_the_weight_column_reaches_every_trained_token_packed_or_not(tokenizer):
     heavy = {**chat(0), "weight": 3.0}
     unweighted = {k: v for k, v in chat(1).items() if k != "weight"}

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from gastown_ft.config import TrainingConfig
 from gastown_ft.corpus.examples import assistant, make_example, user
 from gastown_ft.errors import GastownFTError
-from gastown_ft.training.data import collate, encode_examples, pack
+from gastown_ft.training.data import collate, encode_examples, pack, share_prefixes
 from gastown_ft.training.lora import (
     StepRunner,
     evaluate_loss,
@@ -341,3 +341,82 @@ def test_validation_loss_drops_and_the_adapter_loads_back_with_peft(base_dir, tm
         a = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         b = trained(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert torch.equal(a, b)
+
+
+# --- shared openings: one opening per merged row, the same loss and gradients ----------------------
+
+
+def _shared_step(model, rows, micro, share: bool):
+    model.zero_grad(set_to_none=True)
+    runner = StepRunner(model, rows, make_tokenizer().pad_token_id, share_prefix=share)
+    loss = runner.run(micro)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+    return (loss, grads), runner.tokens
+
+
+def test_a_shared_opening_gives_the_same_loss_and_gradients(weighted_setup):
+    model, _ = weighted_setup
+    # chats 0 and 6 share rig and role (one opening), so do 1 and 4; chat 2 is alone; weights differ
+    seqs, _ = encode_examples([chat(0), chat(2), chat(4), chat(1), chat(6)], make_tokenizer(), 320)
+    rows = [_weighted(s, w) for s, w in zip(seqs, [1.0, 3.0, 0.5, 2.0, 1.0], strict=True)]
+    assert all(s["prefix_len"] > 8 for s in rows)
+    merged = share_prefixes(rows)
+    assert len(merged) < len(rows)  # something was merged...
+    assert any(r.get("spans") for r in merged)
+    plain, plain_tokens = _shared_step(model, rows, [[0, 1, 2, 3, 4]], share=False)
+    shared, shared_tokens = _shared_step(model, rows, [[0, 1, 2, 3, 4]], share=True)
+    _assert_same_step(plain, shared)
+    assert plain_tokens == shared_tokens  # tokens/s counts the examples' tokens either way
+    batch = collate(merged, make_tokenizer().pad_token_id)
+    assert int(batch["attention_mask"].sum()) < shared_tokens  # ...and computed once
+
+
+def test_eager_attention_takes_the_shared_mask_as_additive_scores(weighted_setup, base_dir):
+    from gastown_ft.training.lora import _attention_mask_4d
+
+    model, _ = weighted_setup
+    seqs, _ = encode_examples([chat(0), chat(3), chat(6)], make_tokenizer(), 320)
+    batch = collate(share_prefixes(seqs), make_tokenizer().pad_token_id)
+    base = model.get_base_model()
+    impl = base.config._attn_implementation
+    try:
+        base.config._attn_implementation = "eager"
+        mask = _attention_mask_4d(model, batch["shared_mask"])
+        assert mask.dtype == next(base.parameters()).dtype
+        assert bool((mask[batch["shared_mask"]] == 0).all())
+        assert bool((mask[~batch["shared_mask"]] < -1e30).all())
+        with torch.no_grad():
+            eager = token_loss_sum(model, batch)
+        base.config._attn_implementation = impl
+        with torch.no_grad():
+            sdpa = token_loss_sum(model, batch)
+            apart = sum(float(token_loss_sum(model, collate([s], make_tokenizer().pad_token_id))[0]) for s in seqs)
+        assert float(eager[0]) == pytest.approx(float(sdpa[0]), rel=1e-5)
+        assert float(sdpa[0]) == pytest.approx(apart, rel=1e-5)
+    finally:
+        base.config._attn_implementation = impl
+
+
+def test_a_padding_row_next_to_a_merged_row_gives_no_nan(weighted_setup):
+    model, _ = weighted_setup
+    seqs, _ = encode_examples([chat(0), chat(3), chat(1)], make_tokenizer(), 320)
+    short = encode_examples([short_chat(0)], make_tokenizer(), 320)[0]
+    rows = seqs + short  # the short chat (no system prompt) is padded beside the merged row
+    assert sum(1 for r in share_prefixes(rows) if r.get("spans")) == 1
+    model.train()
+    try:
+        (loss, grads), _ = _shared_step(model, rows, [[0, 1, 2, 3]], share=True)
+    finally:
+        model.eval()
+    assert math.isfinite(loss)
+    assert all(bool(torch.isfinite(g).all()) for g in grads.values())
+
+
+def test_the_evaluation_loss_is_the_same_with_shared_openings(weighted_setup):
+    model, _ = weighted_setup
+    seqs, _ = encode_examples([chat(i) for i in range(7)], make_tokenizer(), 320)
+    pad = make_tokenizer().pad_token_id
+    shared = evaluate_loss(model, seqs, pad, 4)
+    assert shared == pytest.approx(evaluate_loss(model, seqs, pad, 4, share_prefix=False), rel=1e-5)
+    assert shared == pytest.approx(evaluate_loss(model, seqs, pad, 1), rel=1e-5)  # one at a time
