@@ -56,7 +56,6 @@ class LoadedModel:
         else:
             raise ValueError(f"unknown variant {which!r}")
 
-
     def prepare_decoding(self, bf16: bool) -> None:
         """Ready both variants for greedy decoding, once the losses are scored: the tuned one as a
         merged copy (decoding a small model costs mostly one matrix product after another, and the

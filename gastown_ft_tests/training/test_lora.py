@@ -391,7 +391,9 @@ def test_eager_attention_takes_the_shared_mask_as_additive_scores(weighted_setup
         base.config._attn_implementation = impl
         with torch.no_grad():
             sdpa = token_loss_sum(model, batch)
-            apart = sum(float(token_loss_sum(model, collate([s], make_tokenizer().pad_token_id))[0]) for s in seqs)
+            apart = sum(
+                float(token_loss_sum(model, collate([s], make_tokenizer().pad_token_id))[0]) for s in seqs
+            )
         assert float(eager[0]) == pytest.approx(float(sdpa[0]), rel=1e-5)
         assert float(sdpa[0]) == pytest.approx(apart, rel=1e-5)
     finally:
