@@ -66,7 +66,6 @@ from gastown_ft.training.data import (
     epoch_order,
     grouped_order,
     opening_keys,
-    opening_order,
     pack,
     piecewise_matches_full_text,
     sequences_fingerprint,
@@ -430,15 +429,14 @@ def matmul_peak(hw: Hardware) -> float | None:
 
 
 def batch_order(rows: list[dict[str, list[int]]], epoch: int, cfg: TrainingConfig) -> list[int]:
-    """The order of `rows` in `epoch`: seeded; with `group_by_length`, batched by opening (with
-    `share_prefix`) or by length."""
+    """The order of `rows` in `epoch`: seeded; with `group_by_length`, batched by length (and by
+    opening within each window, with `share_prefix`)."""
     if cfg.packing:
         return epoch_order(len(rows), epoch, cfg.seed)
     lengths = [len(r["input_ids"]) for r in rows]
-    if cfg.share_prefix and cfg.group_by_length:
-        return opening_order(opening_keys(rows), lengths, epoch, cfg.seed, cfg.batch_size)
     if cfg.group_by_length:
-        return grouped_order(lengths, epoch, cfg.seed, cfg.batch_size)
+        keys = opening_keys(rows) if cfg.share_prefix else None
+        return grouped_order(lengths, epoch, cfg.seed, cfg.batch_size, keys)
     return epoch_order(len(rows), epoch, cfg.seed)
 
 

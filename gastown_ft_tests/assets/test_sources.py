@@ -218,19 +218,23 @@ def test_shared_samples_zero_lost(shared_samples, tmp_path):
     assert len(convention_files) >= 30
     accounted("conventions", convention_files)
 
-    # Beads: every non-tombstone row of every issues.jsonl is a document, or its line is quarantined.
+    # Beads: every non-tombstone row of every issues.jsonl is a document, or its line is quarantined,
+    # or the same version of that bead was read from another file (a backup beside the export:
+    # counted as a duplicate, not lost).
     beads = table(settings, "raw", "beads")
     qlines = {(r["path"], r["line"]) for r in table(settings, "corpus", "quarantine")}
+    read_ids = {r["key"] for r in beads}
     for f in shared_samples.rglob("issues.jsonl"):
         path = f.relative_to(shared_samples).as_posix()
         live = [
-            i
+            (i, json.loads(line).get("id"))
             for i, line in enumerate(f.read_text().splitlines(), 1)
             if line.strip() and json.loads(line).get("status") != "tombstone"
         ]
         docs = [r for r in beads if r["path"] == path]
-        missing = [i for i in live if (path, i) not in qlines]
-        assert len(docs) == len(missing), path
+        lost = [i for i, bead in live if (path, i) not in qlines and bead not in read_ids]
+        assert not lost, f"{path}: lines {lost[:10]} neither read, quarantined nor read elsewhere"
+        assert len(docs) <= len(live), path
 
 
 # -- bad input: each ends in quarantine with its reason, and the run succeeds ----------------------------

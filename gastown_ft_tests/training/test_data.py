@@ -284,23 +284,26 @@ def test_grouped_order_is_a_stable_permutation_with_less_padding():
     assert padded(order) < 0.8 * padded(epoch_order(301, 0, 7))
 
 
-def test_opening_order_batches_one_opening_at_a_time():
+def test_grouped_order_with_openings_puts_them_side_by_side_in_each_window():
     import random
 
-    from gastown_ft.training.data import opening_order
+    from gastown_ft.training.data import GROUP_BATCHES, grouped_order
 
     rng = random.Random(5)
     keys = [rng.randrange(6) for _ in range(203)]
     lengths = [rng.randrange(20, 600) for _ in range(203)]
-    order = opening_order(keys, lengths, 0, 7, 4)
+    order = grouped_order(lengths, 0, 7, 4, keys)
     assert sorted(order) == list(range(203))
-    assert order == opening_order(keys, lengths, 0, 7, 4)  # a resumed run sees the same batches
-    assert order != opening_order(keys, lengths, 1, 7, 4)  # another epoch, other batches
+    assert order == grouped_order(lengths, 0, 7, 4, keys)  # a resumed run sees the same batches
+    assert order != grouped_order(lengths, 1, 7, 4, keys)
     batches = [order[k : k + 4] for k in range(0, len(order), 4)]
-    mixed = [b for b in batches if len({keys[i] for i in b}) > 1]
-    # only what is left of each opening after its full batches may share a batch with another
-    assert len(mixed) <= 6 * 3 / 2
-    assert sum(len(b) for b in mixed) <= 6 * 3
+    assert all(len(b) == 4 for b in batches[:-1])  # the short batch is last, so the cuts line up
+    single = sum(1 for b in batches if len({keys[i] for i in b}) == 1)
+    plain = grouped_order(lengths, 0, 7, 4)
+    single_plain = sum(1 for k in range(0, 203, 4) if len({keys[i] for i in plain[k : k + 4]}) == 1)
+    assert single > 2 * max(1, single_plain)  # far more batches share their opening...
+    assert single < len(batches)  # ...while a window's openings still mix (GROUP_BATCHES batches each)
+    assert GROUP_BATCHES * 4 < 203
 
 
 def test_encoded_examples_know_their_opening(tokenizer):
