@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from gastown_ft.errors import GastownFTError
+from gastown_ft.training.chat_format import canonical_tools
 from gastown_ft.export.registry import MERGED_DIR, Registry
 from gastown_ft.serve.protocol import ChatRequest, RequestError
 from gastown_ft.serve.tool_calls import _held_prefix
@@ -408,7 +409,7 @@ class Engine:
         # sanitize: a control token typed inside a message is text, so no one can forge a turn.
         enc = lm.tokenizer.apply_chat_template(
             req.messages,
-            tools=req.tools,
+            tools=canonical_tools(req.tools),  # the key order training saw
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,

@@ -50,6 +50,16 @@ CHAT_TEMPLATE = (
 )
 
 
+def canonical_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Tool schemas with their keys sorted at every level: the form the corpus stores them in, so the
+    form every model was trained on. A client's own key order ("type" before "function", "name"
+    before "description") renders another text, and a small tuned model answers that with broken
+    tool calls (measured on the demo model: nested `{"type": "object", "arguments": ...}`)."""
+    if not tools:
+        return tools
+    return [json.loads(json.dumps(t, sort_keys=True, ensure_ascii=False)) for t in tools]
+
+
 def _tools_block(tools: list[dict[str, Any]]) -> str:
     # Matches transformers' `tojson` filter: json.dumps(ensure_ascii=False) with default separators.
     return (

@@ -198,3 +198,44 @@ def test_the_evaluation_gets_the_same_greedy_answers_from_the_gguf(bundle):
     assert got[1].text == TEXT_ANSWER and got[1].stopped
     assert got[2].new_tokens == 6 and not got[2].stopped  # its own budget
     assert [g.prompt_tokens for g in got] == [g.prompt_tokens for g in want]
+
+
+def test_a_clients_tool_key_order_renders_the_prompt_training_saw():
+    """Clients send tool schemas in their own key order; the prompt is the one training rendered."""
+    from types import SimpleNamespace
+
+    from gastown_ft.corpus.examples import BASH_TOOL, make_example, user
+    from gastown_ft.corpus.splits import example_from_record, example_to_record
+    from gastown_ft.evaluation.generate import Prompt, render_prompt
+    from gastown_ft.serve.engine import Engine
+    from gastown_ft_tests.training.test_data import make_tokenizer
+
+    tok = make_tokenizer()
+    natural = {  # as an OpenAI client writes it
+        "type": "function",
+        "function": {
+            "name": "Bash",
+            "description": BASH_TOOL["function"]["description"],
+            "parameters": {
+                "type": "object",
+                "required": ["command"],
+                "properties": BASH_TOOL["function"]["parameters"]["properties"],
+            },
+        },
+    }
+    messages = [{"role": "system", "content": "You are the Witness."}, {"role": "user", "content": "ready?"}]
+    stored = example_from_record(
+        example_to_record(
+            make_example(task="t", group_id="g", source_ids=[], messages=[user("ready?")], tools=[natural])
+        )
+    )
+    trained = tok(render_prompt(Prompt(messages, stored["tools"]), tok), add_special_tokens=False)[
+        "input_ids"
+    ]
+    served = Engine.prompt_ids(
+        None, SimpleNamespace(tokenizer=tok), SimpleNamespace(messages=messages, tools=[natural])
+    )
+    assert served == trained
+    # ...while the client's order, rendered as it came, is another prompt
+    as_sent = tok(render_prompt(Prompt(messages, [natural]), tok), add_special_tokens=False)["input_ids"]
+    assert as_sent != trained
