@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from gastown_ft.errors import GastownFTError
-from gastown_ft.training.chat_format import canonical_tools
 from gastown_ft.export.registry import MERGED_DIR, Registry
 from gastown_ft.serve.protocol import ChatRequest, RequestError
 from gastown_ft.serve.tool_calls import _held_prefix
-from gastown_ft.training.chat_format import TURN_END
+from gastown_ft.training.chat_format import TURN_END, canonical_tools
 
 log = logging.getLogger("gastown_ft.serve")
 
