@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gastown_ft.errors import GastownFTError
-from gastown_ft.training.chat_format import BOS, EOS, TURN_END, render, sequence_prefix
+from gastown_ft.training.chat_format import BOS, EOS, TURN_END, canonical_tools, render, sequence_prefix
 
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 
@@ -203,7 +203,8 @@ def parse_tool_calls(text: str) -> list[dict[str, Any]]:
 def render_prompt(prompt: Prompt, tokenizer=None) -> str:
     """The prompt as the model's chat template renders it (its sequence prefix included)."""
     bos = sequence_prefix(tokenizer) if tokenizer is not None else BOS
-    return render(prompt.messages, prompt.tools or None, add_generation_prompt=True, bos=bos)
+    tools = canonical_tools(prompt.tools) or None  # the key order training saw, whoever wrote them
+    return render(prompt.messages, tools, add_generation_prompt=True, bos=bos)
 
 
 def generate(

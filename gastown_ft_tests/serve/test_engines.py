@@ -237,5 +237,7 @@ def test_a_clients_tool_key_order_renders_the_prompt_training_saw():
     )
     assert served == trained
     # ...while the client's order, rendered as it came, is another prompt
-    as_sent = tok(render_prompt(Prompt(messages, [natural]), tok), add_special_tokens=False)["input_ids"]
-    assert as_sent != trained
+    from gastown_ft.training.chat_format import render, sequence_prefix
+
+    as_sent = render(messages, [natural], add_generation_prompt=True, bos=sequence_prefix(tok))
+    assert tok(as_sent, add_special_tokens=False)["input_ids"] != trained

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gastown_ft.training.chat_format import EOS, TURN_END, render
+from gastown_ft.training.chat_format import EOS, TURN_END, canonical_tools, render
 
 # Bash as agents declare it, with a short schema: the tiny model learns it in fewer steps.
 SMALL_BASH_TOOL = {
@@ -55,7 +55,8 @@ def build_tiny_chat_model(out_dir: Path, *, steps: int = 150, seed: int = 0) -> 
 
     from gastown_ft.training.tokenizer import train_tokenizer
 
-    texts = [render(m, t) for m, t in conversations()]
+    # tools rendered as the corpus stores them (keys sorted), as serve renders a request's tools
+    texts = [render(m, canonical_tools(t)) for m, t in conversations()]
     tok = train_tokenizer(texts * 20, vocab_size=400, model_max_length=512)
     torch.manual_seed(seed)
     config = LlamaConfig(
