@@ -82,6 +82,18 @@ def _check_dir(path: Path, what: str, marker: str, hint: str) -> None:
         raise GastownFTError(f"{what} {path} has no {marker}", hint=hint)
 
 
+def stop_token_ids(tokenizer) -> list[int]:
+    """The ids generation stops at: the turn end, EOS, and the tokenizer's own EOS (each once)."""
+    stop_ids = []
+    for token in (TURN_END, EOS):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            stop_ids.append(tid)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop_ids:
+        stop_ids.append(int(tokenizer.eos_token_id))
+    return stop_ids
+
+
 def load_model(model_dir: str | Path, adapter_dir: str | Path | None = None) -> LoadedModel:
     """The model in `model_dir` (a Hugging Face directory) in eval mode, with the adapter when given."""
     import torch
@@ -125,13 +137,7 @@ def load_model(model_dir: str | Path, adapter_dir: str | Path | None = None) -> 
         if bars:
             hf_logging.enable_progress_bar()
     model.eval()
-    stop_ids = []
-    for token in (TURN_END, EOS):
-        tid = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
-            stop_ids.append(tid)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stop_ids:
-        stop_ids.append(int(tokenizer.eos_token_id))
+    stop_ids = stop_token_ids(tokenizer)
     pad = next((v for v in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if v is not None), 0)
     config = model.config if adapter_dir is None else model.get_base_model().config
     context = int(getattr(config, "max_position_embeddings", 0) or tokenizer.model_max_length or 2048)

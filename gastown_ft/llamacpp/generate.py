@@ -19,8 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gastown_ft.evaluation.generate import Generation, Prompt, parse_tool_calls, render_prompt
-from gastown_ft.training.chat_format import EOS, TURN_END
+from gastown_ft.evaluation.generate import (
+    Generation,
+    Prompt,
+    parse_tool_calls,
+    render_prompt,
+    stop_token_ids,
+)
 
 
 @dataclass
@@ -47,14 +52,7 @@ def load_gguf_model(
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     llm = open_gguf(gguf_path, threads=threads)
-    stop_ids = []
-    for token in (TURN_END, EOS):
-        tid = tok.convert_tokens_to_ids(token)
-        if isinstance(tid, int) and tid != tok.unk_token_id:
-            stop_ids.append(tid)
-    if tok.eos_token_id is not None and tok.eos_token_id not in stop_ids:
-        stop_ids.append(int(tok.eos_token_id))
-    return GGUFModel(llm, tok, Path(gguf_path), stop_ids, int(llm.n_ctx()))
+    return GGUFModel(llm, tok, Path(gguf_path), stop_token_ids(tok), int(llm.n_ctx()))
 
 
 def generate(
