@@ -205,6 +205,38 @@ class EmbeddedModelConfig(_Section):
     pretrain_learning_rate: float = Field(3e-3, gt=0)
 
 
+class YieldConfig(_Section):
+    """`[training.yield_when]`: training gives the box back to a live town when it is busy.
+
+    Between optimizer steps the trainer looks (at most every check_every_s); when a condition holds it
+    saves a checkpoint, frees the model and waits, and resumes by itself once every condition has been
+    clear for resume_after_s. See gastown_ft/town/yielding.py."""
+
+    min_available_mb: int = Field(
+        512, ge=0, description="Pause while the box has less available memory than this (MB); 0: never."
+    )
+    max_load_per_cpu: float = Field(
+        0.0,
+        ge=0,
+        description="Pause while the 1-minute load average per core, not counting the training's own "
+        "threads, is above this (e.g. 1.5); 0: never.",
+    )
+    flag_file: str = Field(
+        ".gastown-ft/pause-training",
+        description="Pause while this file exists (`touch` it to pause, remove it to resume); relative to "
+        'the config file\'s directory; "": no flag.',
+    )
+    check_every_s: float = Field(5.0, gt=0, description="How often the conditions are read while training.")
+    resume_after_s: float = Field(
+        30.0, ge=0, description="Resume once every condition has been clear this long."
+    )
+    lower_priority: bool = Field(
+        True,
+        description="Train at lower CPU priority (nice +10) and the lowest best-effort IO priority, so the "
+        "town's agents come first.",
+    )
+
+
 class TrainingConfig(_Section):
     base_model: str = Field(
         "smollm2-135m-instruct",
@@ -259,6 +291,12 @@ class TrainingConfig(_Section):
     checkpoint_every: int = Field(
         50, ge=1, description="Save a resumable checkpoint every N optimizer steps."
     )
+    max_validation_examples: int | None = Field(
+        None,
+        ge=1,
+        description="Validation examples scored at the start, at each checkpoint and at the end, evenly "
+        "spread over each task's examples; none: all of them. A cap keeps short runs short.",
+    )
     seed: int = 0
     memory_budget_mb: int | None = Field(
         None, ge=64, description="Refuse to train above this estimated peak; default: available memory."
@@ -293,6 +331,9 @@ class TrainingConfig(_Section):
         "local",
         description='"local": train on this machine; "hivemind": train one adapter together with other '
         "machines (this run is the first peer, others join with `gastown-ft peer join`; see [swarm]).",
+    )
+    yield_when: YieldConfig = Field(
+        default_factory=YieldConfig, description="When training pauses for the town (see YieldConfig)."
     )
 
 
@@ -365,6 +406,21 @@ class EvaluationConfig(_Section):
         description="Weights while generating answers: auto is bf16 where the CPU computes bf16 natively "
         "(AMX, AVX512-BF16; ~1.8x faster decoding, as training computed) and fp32 elsewhere. Losses and "
         "perplexities are always scored first, with fp32 weights.",
+    )
+    engine: Literal["auto", "llama.cpp", "transformers"] = Field(
+        "auto",
+        description="What generates the base and tuned answers (task suite, generalization, patrol "
+        "suites): llama.cpp over GGUF files of the base and the merged tuned model (converted once, "
+        "cached by fingerprint under <artifacts>/evaluation/gguf), or transformers (decode_precision, "
+        "threads). auto: llama.cpp where llama-cpp-python imports and the GGUF files can be made, else "
+        "transformers, with the reason in the results; llama.cpp: fail rather than fall back. Losses "
+        "and perplexities are always scored with transformers.",
+    )
+    crosscheck_cases: int = Field(
+        4,
+        ge=0,
+        description="When llama.cpp writes the answers: this many cases (spread over the tasks) are also "
+        "answered by transformers, for each variant, and the agreement is reported; 0: no cross-check.",
     )
 
 
@@ -577,6 +633,35 @@ class SwarmConfig(_Section):
     )
 
 
+class TownReportingConfig(_Section):
+    """`[town_reporting]`: corpus builds, training, evaluation, export and promotion reported into the
+    town: events in its feed (`.events.jsonl`), one bead per training run (`bd`), and mail (`gt mail
+    send`). Off by default. Without `gt`/`bd` on PATH, what would have been sent goes to
+    <artifacts>/town/outbox.jsonl (shown by `gastown-ft status`); a run never fails for it."""
+
+    enabled: bool = Field(False, description="The one switch.")
+    rig: str | None = Field(
+        None,
+        description="Rig whose beads hold the run beads (bd runs in <town>/<rig>/mayor/rig); none: the "
+        "town's own beads (hq-).",
+    )
+    labels: list[str] = Field(
+        default_factory=lambda: ["gastown-ft", "training"], description="Labels of every bead created."
+    )
+    mail_to: str = Field(
+        "mayor/", description='Who gets the mail on success, failure and gate refusal; "" sends none.'
+    )
+    actor: str = Field(
+        "gastown-ft", min_length=1, description="The actor of feed events and of bd changes (bd --actor)."
+    )
+    progress_every_s: float = Field(
+        300.0, ge=10, description="Training progress reaches the feed and the bead at most this often."
+    )
+    bd: str = Field("bd", min_length=1, description="The bd executable (a name on PATH or a path).")
+    gt: str = Field("gt", min_length=1, description="The gt executable (a name on PATH or a path).")
+    timeout_s: float = Field(30.0, gt=0, description="Give up on one bd / gt command after this long.")
+
+
 class Settings(_Section):
     town: TownConfig = Field(default_factory=TownConfig)
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
@@ -589,6 +674,7 @@ class Settings(_Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     automation: AutomationConfig = Field(default_factory=AutomationConfig)
     swarm: SwarmConfig = Field(default_factory=SwarmConfig)
+    town_reporting: TownReportingConfig = Field(default_factory=TownReportingConfig)
     config_path: Path | None = Field(None, exclude=True, description="The file these came from.")
 
     def resolved(self, base: Path) -> Settings:

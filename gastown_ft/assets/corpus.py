@@ -19,6 +19,7 @@ from gastown_ft.corpus.documents import SOURCES
 from gastown_ft.corpus.expectations import CheckOutcome
 from gastown_ft.corpus.stages import pairs_stage, scrub_stage, splits_stage
 from gastown_ft.resources import GastownSettings
+from gastown_ft.town.hooks import reports_to_town
 
 
 def _checks(asset_name: str, *names: str) -> list[AssetCheckSpec]:
@@ -44,6 +45,7 @@ def _results(outcomes: list[CheckOutcome]) -> list[AssetCheckResult]:
     description="Every source document with secrets and personal data replaced by typed placeholders; "
     "a redaction report by kind and by source.",
 )
+@reports_to_town("corpus", announce_success=False)
 def scrubbed_documents(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
     cfg = settings.load()
     s, outcomes = scrub_stage(settings.store(), reuse=cfg.corpus.reuse, identities=cfg.scrub)
@@ -83,6 +85,7 @@ def scrubbed_documents(context: AssetExecutionContext, settings: GastownSettings
     description="Chat examples (messages, tool_calls, tools) with task, rig, role, source ids, quality, "
     "weight and group id; commands checked against the gt/bd grammar; deduplicated.",
 )
+@reports_to_town("corpus", announce_start=False, announce_success=False)
 def instruction_pairs(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
     s, outcomes, examples = pairs_stage(settings.store(), settings.load().corpus)
     context.log.info(
@@ -133,6 +136,7 @@ def instruction_pairs(context: AssetExecutionContext, settings: GastownSettings)
     description="train / validation / test by a hash of each example's group, as Parquet with a dataset card; "
     "stable across rebuilds.",
 )
+@reports_to_town("corpus", announce_start=False)
 def corpus_splits(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
     s, outcomes = splits_stage(settings.store(), settings.load().corpus)
     context.log.info(

@@ -36,6 +36,7 @@ from gastown_ft.config import Settings
 from gastown_ft.errors import GastownFTError
 from gastown_ft.instance import latest_metadata
 from gastown_ft.resources import GastownSettings
+from gastown_ft.town.hooks import reports_to_town
 from gastown_ft.training.inputs import load_split_examples, resolve_configured_base
 
 EVALUATION_DIR = "evaluation"
@@ -103,6 +104,7 @@ def _float_metadata(metrics: dict) -> dict:
         )
     ],
 )
+@reports_to_town("evaluation")
 def eval_report(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
     from gastown_ft.evaluation.report import write_results
     from gastown_ft.evaluation.run import evaluate_adapter
@@ -123,6 +125,7 @@ def eval_report(context: AssetExecutionContext, settings: GastownSettings) -> Ma
             cfg.evaluation,
             max_seq_len=cfg.training.max_seq_len,
             config_dir=cfg.config_path.parent if cfg.config_path else None,
+            gguf_cache=store.root / EVALUATION_DIR / "gguf",  # llama.cpp's files, reused across runs
             log=context.log.info,
         )
     except GastownFTError as e:
@@ -169,6 +172,7 @@ def eval_report(context: AssetExecutionContext, settings: GastownSettings) -> Ma
             "families_missing": MetadataValue.int(len(suite.get("families_missing") or [])),
             "tasks_missing": MetadataValue.int(len(suite.get("tasks_missing") or [])),
             "eval_seconds": MetadataValue.float(round(time.perf_counter() - started, 1)),
+            "engine": MetadataValue.text(results["decoding"]["engine"]),  # what wrote the answers
             "adapter_path": MetadataValue.path(str(adapter)),
             "base_model_path": MetadataValue.path(str(base)),
             "results_path": MetadataValue.path(str(results_path)),

@@ -16,6 +16,8 @@ from gastown_ft.corpus.splits import SPLITS
 from gastown_ft.errors import GastownFTError
 from gastown_ft.instance import latest_metadata
 from gastown_ft.resources import GastownSettings
+from gastown_ft.town.hooks import reports_to_town
+from gastown_ft.town.reporting import with_town_bead
 
 
 def _latest_metadata(context: AssetExecutionContext, name: str) -> dict:
@@ -51,6 +53,7 @@ def _test_examples(store: ArtifactStore) -> list[dict]:
     "template, stop tokens), a GGUF for llama.cpp, an Ollama Modelfile and a model card, registered as "
     "the next version; promoted (what `gastown-ft serve` uses) when its evaluation passed.",
 )
+@reports_to_town("export")
 def exported_model(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
     from gastown_ft.evaluation.report import load_eval_results
     from gastown_ft.export.bundle import build_release_bundle
@@ -84,7 +87,7 @@ def exported_model(context: AssetExecutionContext, settings: GastownSettings) ->
             heldout_examples=_test_examples(store),
         )
         registry = Registry(registry_root(cfg))
-        version = registry.register(staging, bundle.manifest, move=True)
+        version = registry.register(staging, with_town_bead(bundle.manifest, adapter), move=True)
         promoted = False
         if cfg.export.auto_promote:
             registry.promote(version)

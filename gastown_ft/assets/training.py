@@ -27,6 +27,7 @@ from gastown_ft.config import Settings
 from gastown_ft.errors import GastownFTError
 from gastown_ft.provenance import project_version
 from gastown_ft.resources import GastownSettings
+from gastown_ft.town.hooks import reports_to_town
 from gastown_ft.training.inputs import embedded_model_dir, plan_for, resolve_configured_base
 
 TRAINING_TAGS = {"gastown-ft/stage": "training"}
@@ -86,6 +87,7 @@ def _embedded_key(store: ArtifactStore, cfg: Settings) -> str:
     description="The base model: the embedded tiny LLaMA (BPE tokenizer and weights trained here on the "
     "scrubbed corpus), a local model directory, or a hub id (downloaded only when allowed).",
 )
+@reports_to_town("training", announce_success=False)
 def base_model(
     context: AssetExecutionContext, settings: GastownSettings, progress_sink: ResourceParam[Any]
 ) -> MaterializeResult:
@@ -147,11 +149,13 @@ def base_model(
     description="The LoRA adapter trained on the train split (loss on assistant tokens only), with "
     "checkpoints, loss curves, the memory estimate against the measured peak, and full provenance.",
 )
+@reports_to_town("training")
 def lora_adapter(
     context: AssetExecutionContext, settings: GastownSettings, progress_sink: ResourceParam[Any]
 ) -> MaterializeResult:
+    from gastown_ft.town.yielding import YieldGuard
     from gastown_ft.training.base_model import model_fingerprint
-    from gastown_ft.training.lora import train_lora
+    from gastown_ft.training.lora import hardware_for, train_lora
     from gastown_ft.training.plots import plot_loss_curves
 
     cfg = settings.load()
@@ -165,6 +169,7 @@ def lora_adapter(
     # One directory per plan: a rerun of the same plan resumes from its last checkpoint.
     out_dir = store.root / "training" / "runs" / plan.fingerprint[:16]
     swarm = None
+    guard = None  # local training yields to the town (gastown_ft/town/yielding.py)
     if cfg.training.backend == "hivemind":
         # This run is the swarm's first peer; it logs the command the other machines join with.
         from gastown_ft.swarm.session import run_first_peer
@@ -195,7 +200,18 @@ def lora_adapter(
             raise Failure(description=str(e)) from None
         result = TrainResult.from_state(state, out_dir)
     else:
-        result = train_lora(plan, out_dir, resume=True, progress=_ProgressLog(context, "lora", progress_sink))
+        guard = YieldGuard.for_training(
+            cfg, (plan.hardware or hardware_for(cfg.training)).threads, context.log.info
+        )
+        result = guard.run(
+            lambda should_stop: train_lora(
+                plan,
+                out_dir,
+                resume=True,
+                progress=_ProgressLog(context, "lora", progress_sink),
+                should_stop=should_stop,
+            )
+        )
     if result.status != "completed":
         raise Failure(
             description=f"training {result.status} at step {result.steps_done}/{result.total_steps}; "
@@ -255,6 +271,7 @@ def lora_adapter(
             "path": MetadataValue.path(str(result.adapter_dir)),
             "plot": MetadataValue.md(f"![loss curves]({plot.as_uri()})"),
             **(_swarm_metadata(swarm) if swarm is not None else {}),
+            **(guard.dagster_metadata() if guard is not None else {}),
         }
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("evaluate", "models", "serve", "peer")
+MODULES = ("evaluate", "models", "serve", "peer", "formula", "agent")
 
 
 def register_all(app) -> None:

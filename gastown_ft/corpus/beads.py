@@ -403,17 +403,19 @@ def bead_document(
 
 
 @dataclass
-class _BeadFile:
-    """An `issues.jsonl` after its first pass: the line kept for each bead id in it."""
+class BeadFile:
+    """An `issues.jsonl` after its first pass: the line kept for each bead id in it. (Or a database of
+    the town's Dolt server, `database` set: its rows have no line, `rel` is where its backup goes.)"""
 
     path: Path
     rel: str
     rig: str | None
     backup: bool
-    keep: dict[str, int]  # bead id -> line
+    keep: dict[str, int | None]  # bead id -> line
+    database: str | None = None
 
 
-def _check_file(path: Path, scan: TownScan, log: ReadLog) -> _BeadFile:
+def _check_file(path: Path, scan: TownScan, log: ReadLog) -> BeadFile:
     """The first pass over one file: every row checked, repeated ids resolved (see _winning_lines).
 
     Memory stays at one line plus the line numbers of each id; lines of an id seen more than once
@@ -437,7 +439,7 @@ def _check_file(path: Path, scan: TownScan, log: ReadLog) -> _BeadFile:
     del lines_of
     if repeated:
         keep.update(_resolve_repeats(path, repeated, log, rel, rig))
-    return _BeadFile(path, rel, rig, is_backup_dir(path.parent), keep)
+    return BeadFile(path, rel, rig, is_backup_dir(path.parent), keep)
 
 
 _EMPTY = (None, "", [], {})
@@ -454,25 +456,25 @@ def _field_digests(row: dict[str, Any]) -> dict[str, bytes]:
 
 
 @dataclass
-class _Copy:
+class BeadCopy:
     """One file's kept row of a bead id that several files hold."""
 
-    file: _BeadFile
+    file: BeadFile
     order: int  # the file's place in path order
-    line: int
+    line: int | None
     updated_at: Any
     time: float
     fields: dict[str, bytes]
     home: bool  # the file lies where the town's routes send this id
 
-    def same_version(self, other: _Copy) -> bool:
+    def same_version(self, other: BeadCopy) -> bool:
         if self.time != other.time:
             return False
         shared = self.fields.keys() & other.fields.keys()
         return all(self.fields[k] == other.fields[k] for k in shared)
 
 
-def _why_kept(keep: _Copy, old: _Copy) -> str:
+def _why_kept(keep: BeadCopy, old: BeadCopy) -> str:
     if keep.time != old.time:
         return f"updated_at {old.updated_at or 'missing'}; the newest is kept"
     if keep.home and not old.home:
@@ -482,31 +484,23 @@ def _why_kept(keep: _Copy, old: _Copy) -> str:
     return "the same updated_at; the first file in path order is kept"
 
 
-def _resolve_across_files(files: list[_BeadFile], scan: TownScan, log: ReadLog) -> None:
-    """Leave one copy of each bead id that several files keep (see the module doc)."""
-    seen: dict[str, int] = {}
-    for f in files:
-        for bead_id in f.keep:
-            seen[bead_id] = seen.get(bead_id, 0) + 1
-    shared = {i for i, n in seen.items() if n > 1}
-    del seen
-    if not shared:
-        return
-    copies: dict[str, list[_Copy]] = defaultdict(list)
-    for order, f in enumerate(files):
-        wanted = {line for bead_id, line in f.keep.items() if bead_id in shared}
-        if not wanted:
-            continue
-        for lineno, row in _rows_at(f.path, wanted, log, f.rel, f.rig):
-            bead_id = row.get("id")
-            if bead_id not in shared:
-                continue
-            route = scan.route_of(bead_id)
-            home = route is not None and f.rig == route.rig
-            updated = row.get("updated_at")
-            copies[bead_id].append(
-                _Copy(f, order, lineno, updated, _time_key(updated), _field_digests(row), home)
-            )
+def in_home(scan: TownScan, bead_id: str, rig: str | None) -> bool:
+    """Whether a copy of a bead held by `rig` (None: the town) lies where the town's routes send its id."""
+    route = scan.route_of(bead_id)
+    return route is not None and rig == route.rig
+
+
+def _where(c: BeadCopy) -> str:
+    if c.line is None:
+        return f"the row in Dolt database {c.file.database}"
+    return f"line {c.line}"
+
+
+def settle_copies(copies: dict[str, list[BeadCopy]], log: ReadLog) -> None:
+    """Of each bead id's copies in several files, keep one (the newest updated_at, then the copy in
+    the bead's home, then a backup row, then the first file); the others leave their file's `keep`,
+    counted as `identical_duplicate_in_other_file` when the same version, else quarantined as
+    `superseded_version`, naming the copy kept."""
     for bead_id, found in copies.items():
         if len(found) < 2:
             continue
@@ -518,18 +512,50 @@ def _resolve_across_files(files: list[_BeadFile], scan: TownScan, log: ReadLog) 
             if old.same_version(keep):
                 log.skip("identical_duplicate_in_other_file")
                 continue
+            kept_at = keep.file.rel if keep.line is None else f"{keep.file.rel} line {keep.line}"
             log.quarantine(
                 SOURCE,
                 old.file.rel,
                 "superseded_version",
-                f"line {old.line} is another version of bead {bead_id} ({_why_kept(keep, old)}: "
-                f"{keep.file.rel} line {keep.line}, updated_at {keep.updated_at or 'missing'})",
+                f"{_where(old)} is another version of bead {bead_id} ({_why_kept(keep, old)}: "
+                f"{kept_at}, updated_at {keep.updated_at or 'missing'})",
                 rig=old.file.rig,
                 line=old.line,
             )
 
 
-def _documents(f: _BeadFile, scan: TownScan, log: ReadLog) -> Iterator[Document]:
+def bead_copy(f: BeadFile, order: int, line: int | None, row: dict[str, Any], scan: TownScan) -> BeadCopy:
+    """The copy of a (checked) bead row that file `f` holds, as `settle_copies` compares them."""
+    updated = row.get("updated_at")
+    return BeadCopy(
+        f, order, line, updated, _time_key(updated), _field_digests(row), in_home(scan, row["id"], f.rig)
+    )
+
+
+def _resolve_across_files(files: list[BeadFile], scan: TownScan, log: ReadLog) -> None:
+    """Leave one copy of each bead id that several files keep (see the module doc)."""
+    seen: dict[str, int] = {}
+    for f in files:
+        for bead_id in f.keep:
+            seen[bead_id] = seen.get(bead_id, 0) + 1
+    shared = {i for i, n in seen.items() if n > 1}
+    del seen
+    if not shared:
+        return
+    copies: dict[str, list[BeadCopy]] = defaultdict(list)
+    for order, f in enumerate(files):
+        wanted = {line for bead_id, line in f.keep.items() if bead_id in shared}
+        if not wanted:
+            continue
+        for lineno, row in _rows_at(f.path, wanted, log, f.rel, f.rig):
+            bead_id = row.get("id")
+            if bead_id not in shared:
+                continue
+            copies[bead_id].append(bead_copy(f, order, lineno, row, scan))
+    settle_copies(copies, log)
+
+
+def _documents(f: BeadFile, scan: TownScan, log: ReadLog) -> Iterator[Document]:
     """The second pass over one file: the kept rows as documents (joined to a backup's side tables)."""
     side = _load_side_tables(f.path.parent, scan, log) if f.backup else None
     mtime = file_mtime(f.path)

@@ -9,11 +9,16 @@ read-only transaction (corpus.dolt). Values are put in the form `bd backup` writ
 (beads.bead_document), kind "dolt". A document keeps the path its backup would have
 (`<beads dir>/backup/issues.jsonl`), so a town that switches between its backup and its server keeps
 every doc id.
+
+The town's `.beads/routes.jsonl` counts as it does for the JSONL reader: a bead's rig (and commit) is
+the one its id prefix routes to (scan.bead_provenance), else its database's; and an id that several
+databases hold is read once, the copy kept as of several files (beads.settle_copies: the newest
+`updated_at`, then the copy in the database of the bead's home), the others counted or quarantined.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -26,9 +31,13 @@ from gastown_ft.config import DoltConfig
 from gastown_ft.corpus.beads import (
     BACKUP_SIDE_FILES,
     EVENT_VALUE_CHARS,
+    BeadCopy,
+    BeadFile,
+    bead_copy,
     bead_document,
     field_problems,
     quarantine_invalid,
+    settle_copies,
 )
 from gastown_ft.corpus.documents import Document, ReadLog
 from gastown_ft.corpus.dolt import (
@@ -44,6 +53,7 @@ from gastown_ft.corpus.scan import TownScan
 
 KIND = "dolt"
 TOWN_DATABASE = "hq"
+SHARED_IDS_PER_QUERY = 500  # ids in one `IN (...)` list
 # Side rows in the order `bd backup` writes them (comment and event ids are UUIDs in newer schemas,
 # so time comes before id).
 SIDE_ORDER = {
@@ -152,27 +162,84 @@ def custom_statuses(conn: pymysql.Connection, database: str) -> frozenset[str]:
     return frozenset(n for n in names if n)
 
 
-def _database_documents(
-    scan: TownScan, log: ReadLog, conn: pymysql.Connection, database: str, page_size: int
-) -> Iterator[Document]:
+def _database_place(scan: TownScan, database: str) -> tuple[Path, str | None, str | None]:
+    """(backup path, rig, commit) of a database: those of the directory its backup would go to; a
+    rig database with no such rig directory counts as the rig of its name."""
     path = backup_path(scan, database)
-    rel = scan.rel(path)
     rig, commit = scan.provenance(path)
     if rig is None and database != TOWN_DATABASE:
         rig = database
+    return path, rig, commit
+
+
+def _resolve_across_databases(
+    scan: TownScan, log: ReadLog, conn: pymysql.Connection, databases: list[str]
+) -> dict[str, set[str]]:
+    """The bead ids each database leaves out because another database's copy is kept: an id in
+    several databases is resolved as an id in several files is (beads.settle_copies). Only the ids
+    are read of every database, and whole rows only of the ids held more than once."""
+    if len(databases) < 2:
+        return {}
+    seen: Counter[str] = Counter()
+    for database in databases:
+        rows = fetch_all(conn, f"SELECT id FROM {quote_ident(database)}.issues")
+        seen.update(r["id"] for r in rows)
+    shared = sorted(i for i, n in seen.items() if n > 1)
+    del seen
+    if not shared:
+        return {}
+    copies: dict[str, list[BeadCopy]] = defaultdict(list)
+    held: dict[str, tuple[BeadFile, set[str]]] = {}
+    for order, database in enumerate(databases):
+        path, rig, _commit = _database_place(scan, database)
+        f = BeadFile(path, scan.rel(path), rig, True, {}, database=database)
+        statuses = custom_statuses(conn, database)
+        for start in range(0, len(shared), SHARED_IDS_PER_QUERY):
+            chunk = shared[start : start + SHARED_IDS_PER_QUERY]
+            marks = ", ".join(["%s"] * len(chunk))
+            sql = f"SELECT * FROM {quote_ident(database)}.issues WHERE id IN ({marks})"
+            for row in fetch_all(conn, sql, chunk):
+                bead = {k: backup_form(v) for k, v in row.items()}
+                if field_problems(bead, statuses):
+                    continue  # quarantined when its database is read
+                f.keep[bead["id"]] = None
+                copies[bead["id"]].append(bead_copy(f, order, None, bead, scan))
+        held[database] = (f, set(f.keep))
+    settle_copies(copies, log)
+    return {database: ids - set(f.keep) for database, (f, ids) in held.items()}
+
+
+def _database_documents(
+    scan: TownScan,
+    log: ReadLog,
+    conn: pymysql.Connection,
+    database: str,
+    page_size: int,
+    left_out: set[str],
+) -> Iterator[Document]:
+    path, db_rig, db_commit = _database_place(scan, database)
+    rel = scan.rel(path)
     statuses = custom_statuses(conn, database)
     log.files_read += 1
     for page in iter_issue_pages(conn, database, page_size):
+        page = [r for r in page if r["id"] not in left_out]
+        if not page:
+            continue
         side = {name: _side_rows(conn, database, name, [r["id"] for r in page]) for name in BACKUP_SIDE_FILES}
         for row in page:
             bead = {k: backup_form(v) for k, v in row.items()}
             problems = field_problems(bead, statuses)
             if problems:  # as the JSONL reader does: quarantined, naming the field
-                quarantine_invalid(log, problems, f"bead {bead['id']} in Dolt database {database}", rel, rig)
+                quarantine_invalid(
+                    log, problems, f"bead {bead['id']} in Dolt database {database}", rel, db_rig
+                )
                 continue
             if bead.get("status") == "tombstone":
                 log.skip("tombstone")
                 continue
+            # The rig its prefix routes to, as the JSONL reader has it; else the database's.
+            routed = scan.route_of(bead["id"]) is not None
+            rig, commit = scan.bead_provenance(bead["id"], path) if routed else (db_rig, db_commit)
             doc = bead_document(
                 bead, 0, rel=rel, rig=rig, commit=commit, mtime=_epoch(row.get("updated_at")), side=side
             )
@@ -193,5 +260,8 @@ def read_dolt_beads(scan: TownScan, log: ReadLog) -> Iterator[Document]:
         selected = selected_databases(town, on_server)
         if left_out := set(on_server) - set(selected):  # other rigs', or with no rig in the town
             log.skip("dolt_database_left_out", len(left_out))
+        elsewhere = _resolve_across_databases(scan, log, conn, selected)
         for database in selected:
-            yield from _database_documents(scan, log, conn, database, page_size)
+            yield from _database_documents(
+                scan, log, conn, database, page_size, elsewhere.get(database, set())
+            )

@@ -20,6 +20,7 @@ from gastown_ft.corpus.files import check_file, file_mtime, iter_jsonl, os_error
 from gastown_ft.corpus.roles import role_from_actor
 from gastown_ft.corpus.scan import TownScan
 from gastown_ft.corpus.transcripts import decode_line, iter_bounded_lines
+from gastown_ft.town.feed import SOURCE as OWN_FEED_SOURCE
 
 SOURCE = "events"
 EVENTS_FILE = ".events.jsonl"
@@ -100,6 +101,9 @@ def _read_events_jsonl(path: Path, rel: str, scan: TownScan, log: ReadLog) -> It
     mtime = file_mtime(path)
     for lineno, obj in iter_jsonl(path, log, SOURCE, max_bytes=scan.max_bytes, rel=rel, rig=file_rig):
         etype, actor = obj.get("type"), obj.get("actor")
+        if obj.get("source") == OWN_FEED_SOURCE:  # this project's own reports are not agent behaviour
+            log.skip("own_report")
+            continue
         ts = obj.get("ts", obj.get("timestamp"))
         if etype is None and actor is None:
             log.quarantine(

@@ -88,6 +88,13 @@ def _pandas_source(name: str):
     return _context().data_sources.add_or_update_pandas(f"gastown_ft_{name}")
 
 
+def _forget_batches(source) -> None:
+    """Drop the data source's execution engine: it keeps every batch it validated (the frame and its
+    metrics) for the life of the process, so memory grew with each batch of a streamed stage. The
+    next validation builds a fresh engine."""
+    source._execution_engine = None
+
+
 def _validate(name: str, frame, expectations: list[tuple[str, str, Any]]) -> list[CheckOutcome]:
     """Run (check name, description, expectation) triples against a pandas frame."""
     import great_expectations as gx
@@ -103,6 +110,7 @@ def _validate(name: str, frame, expectations: list[tuple[str, str, Any]]) -> lis
         result = batch.validate(suite)
     finally:
         source.delete_asset(asset.name)  # the context would otherwise keep every batch's frame
+        _forget_batches(source)
     outcomes: dict[str, CheckOutcome] = {}
     for (check, description, _), res in zip(expectations, result.results, strict=True):
         out = outcomes.setdefault(check, CheckOutcome(check, True, description))

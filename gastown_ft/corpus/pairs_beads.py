@@ -50,9 +50,10 @@ import json
 import random
 import re
 import shlex
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from gastown_ft.corpus.examples import BASH_TOOL, assistant, make_example, tool_call, user
 from gastown_ft.corpus.machinery import MODES, classify, machinery_close
@@ -192,30 +193,61 @@ def _bash(reply: str, command: str) -> dict[str, Any]:
     return assistant(reply, [tool_call(_call_id(command), "Bash", {"command": command})])
 
 
+TITLE_CHARS = 120  # a bead's title as the index, triage prompts and answers show it
+
+
+class _Bead(NamedTuple):
+    """What the index and the triage sets read of a bead, and of its row what a triage example cites:
+    a large database is held in this compact form while single-bead examples stream."""
+
+    id: str
+    status: Any  # as in the data (None when absent)
+    title: str  # flattened and clipped to TITLE_CHARS
+    priority: int | None  # priority_of
+    blockers: tuple[str, ...]  # its `blocks` dependencies
+    workable: bool  # a type `bd create -t` takes: it can be in a triage set
+    doc_id: str
+    mtime: float | None
+
+
+def _bead(row: dict[str, Any], meta: dict[str, Any]) -> _Bead:
+    status = meta.get("status")
+    return _Bead(
+        meta["id"],
+        sys.intern(status) if isinstance(status, str) else status,
+        _clip(_flat(meta.get("title")), TITLE_CHARS),
+        priority_of(meta),
+        tuple(t for k, t in dependencies_of(meta) if k == "blocks"),
+        meta.get("issue_type") in CREATE_TYPES,
+        row.get("doc_id"),
+        row.get("mtime"),
+    )
+
+
 class _Index:
     """Bead lookups by id: the row of the same file first, then any file (first seen)."""
 
-    def __init__(self, beads: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-        self.by_file: dict[tuple[str, str], dict[str, Any]] = {}
-        self.any: dict[str, dict[str, Any]] = {}
-        for row, meta in beads:
-            self.by_file.setdefault((row.get("path") or "", meta["id"]), meta)
-            self.any.setdefault(meta["id"], meta)
+    def __init__(self) -> None:
+        self.by_file: dict[str, dict[str, _Bead]] = {}
+        self.any: dict[str, _Bead] = {}
 
-    def get(self, path: str, bead_id: str) -> dict[str, Any] | None:
-        return self.by_file.get((path, bead_id)) or self.any.get(bead_id)
+    def add(self, path: str, bead: _Bead) -> None:
+        self.by_file.setdefault(path, {}).setdefault(bead.id, bead)
+        self.any.setdefault(bead.id, bead)
 
-    def status(self, path: str, bead_id: str) -> str | None:
-        m = self.get(path, bead_id)
-        return m.get("status") if m else None
+    def get(self, path: str, bead_id: str) -> _Bead | None:
+        return self.by_file.get(path, {}).get(bead_id) or self.any.get(bead_id)
+
+    def status(self, path: str, bead_id: str) -> Any:
+        b = self.get(path, bead_id)
+        return b.status if b else None
 
     def ref(self, path: str, bead_id: str) -> str:
         """`id` — title (status), or a note that the bead is not in the data."""
-        m = self.get(path, bead_id)
-        if m is None:
+        b = self.get(path, bead_id)
+        if b is None:
             return f"`{bead_id}` (not in this database; status unknown)"
-        title = _clip(_flat(m.get("title")), 120)
-        return f"`{bead_id}` — {title} ({m.get('status') or 'status unknown'})"
+        return f"`{bead_id}` — {b.title} ({b.status or 'status unknown'})"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -657,28 +689,24 @@ def _single(
 # triage
 
 
-def _blockers(meta: dict[str, Any]) -> list[str]:
-    return [t for k, t in dependencies_of(meta) if k == "blocks"]
-
-
-def triage_answer(beads: list[dict[str, Any]], path: str, index: _Index) -> str:
+def triage_answer(beads: list[_Bead], path: str, index: _Index) -> str:
     """Ready beads (open, every blocks-blocker closed; unknown counts as open), by priority."""
-    ready: list[tuple[int, int, dict[str, Any]]] = []
+    ready: list[tuple[int, int, _Bead]] = []
     not_ready: list[str] = []
     for pos, m in enumerate(beads):
-        status = m.get("status") or "unknown"
-        open_blockers = [b for b in _blockers(m) if index.status(path, b) != "closed"]
+        status = m.status or "unknown"
+        open_blockers = [b for b in m.blockers if index.status(path, b) != "closed"]
         if status != "open":
-            not_ready.append(f"`{m['id']}` is {status}")
+            not_ready.append(f"`{m.id}` is {status}")
         elif open_blockers:
-            not_ready.append(f"`{m['id']}` is blocked by " + _and([f"`{b}`" for b in open_blockers]))
+            not_ready.append(f"`{m.id}` is blocked by " + _and([f"`{b}`" for b in open_blockers]))
         else:
-            p = priority_of(m)
+            p = m.priority
             ready.append((5 if p is None else p, pos, m))
     ready.sort(key=lambda x: (x[0], x[1]))
     if ready:
         lines = [
-            f"{i}. `{m['id']}`" + (f" (P{p})" if p < 5 else "") + f" — {_clip(_flat(m.get('title')), 120)}"
+            f"{i}. `{m.id}`" + (f" (P{p})" if p < 5 else "") + f" — {m.title}"
             for i, (p, _, m) in enumerate(ready, 1)
         ]
         out = "Ready to work on, highest priority first:\n" + "\n".join(lines)
@@ -689,11 +717,11 @@ def triage_answer(beads: list[dict[str, Any]], path: str, index: _Index) -> str:
     return out
 
 
-def _triage_line(m: dict[str, Any], path: str, index: _Index) -> str:
-    p = priority_of(m)
-    facts = f"{m.get('status') or 'unknown'}" + (f", P{p}" if p is not None else "")
-    line = f"- `{m['id']}` [{facts}] {_clip(_flat(m.get('title')), 120)}"
-    blockers = _blockers(m)
+def _triage_line(m: _Bead, path: str, index: _Index) -> str:
+    p = m.priority
+    facts = f"{m.status or 'unknown'}" + (f", P{p}" if p is not None else "")
+    line = f"- `{m.id}` [{facts}] {m.title}"
+    blockers = m.blockers
     if blockers:
         shown = []
         for b in blockers:
@@ -709,35 +737,35 @@ TRIAGE_RULE = (
 )
 
 
-def _triage_sets(pool: list[dict[str, Any]], n_sets: int, rng: random.Random) -> list[list[dict[str, Any]]]:
+def _triage_sets(pool: list[_Bead], n_sets: int, rng: random.Random) -> list[list[_Bead]]:
     """Up to n_sets distinct sets of 4-8 beads, mixing unfinished and closed beads and blocked ones."""
     if len(pool) < TRIAGE_MIN or n_sets <= 0:
         return []
-    by_id = {m["id"]: m for m in pool}
-    unfinished = [m for m in pool if m.get("status") != "closed"]
-    closed = [m for m in pool if m.get("status") == "closed"]
-    with_blockers = [m for m in pool if _blockers(m)]
+    by_id = {m.id: m for m in pool}
+    unfinished = [m for m in pool if m.status != "closed"]
+    closed = [m for m in pool if m.status == "closed"]
+    with_blockers = [m for m in pool if m.blockers]
     seen: set[frozenset[str]] = set()
-    out: list[list[dict[str, Any]]] = []
+    out: list[list[_Bead]] = []
     for _ in range(n_sets * 6):
         if len(out) >= n_sets:
             break
         size = rng.randint(TRIAGE_MIN, min(TRIAGE_MAX, len(pool)))
-        chosen: dict[str, dict[str, Any]] = {}
+        chosen: dict[str, _Bead] = {}
         if with_blockers and rng.random() < 0.6:
             anchor = rng.choice(with_blockers)
-            chosen[anchor["id"]] = anchor
-            for b in _blockers(anchor)[:2]:
+            chosen[anchor.id] = anchor
+            for b in anchor.blockers[:2]:
                 if b in by_id and len(chosen) < size:
                     chosen[b] = by_id[b]
         want_unfinished = (size * 3 + 4) // 5  # about 60% unfinished, so answers are not all "none"
         for source, limit in ((unfinished, want_unfinished), (closed, size), (pool, size)):
-            candidates = [m for m in source if m["id"] not in chosen]
+            candidates = [m for m in source if m.id not in chosen]
             rng.shuffle(candidates)
             for m in candidates:
                 if len(chosen) >= limit:
                     break
-                chosen[m["id"]] = m
+                chosen[m.id] = m
         key = frozenset(chosen)
         if len(chosen) < TRIAGE_MIN or key in seen:
             continue
@@ -749,22 +777,21 @@ def _triage_sets(pool: list[dict[str, Any]], n_sets: int, rng: random.Random) ->
 
 
 def _triage(
-    files: dict[tuple[str | None, str], list[tuple[dict[str, Any], dict[str, Any]]]],
+    files: dict[tuple[str | None, str], list[_Bead]],
     index: _Index,
     triage_sets: int,
     seed: int,
 ) -> Iterator[dict[str, Any]]:
     counters: dict[str, int] = defaultdict(int)
     for (rig, path), beads in files.items():
-        pool_rows = {m["id"]: (row, m) for row, m in beads if m.get("issue_type") in CREATE_TYPES}
-        pool = [m for _, m in pool_rows.values()]
+        # by id: a bead's first place, its last row
+        pool = list({m.id: m for m in beads if m.workable}.values())
         rng = random.Random(f"{seed}:{rig}:{path}")
         scope = rig or TOWN
         where = f"the rig `{rig}`" if rig else "the town"
         for chosen in _triage_sets(pool, triage_sets, rng):
             k = counters[scope]
             counters[scope] += 1
-            rows = [pool_rows[m["id"]][0] for m in chosen]
             prompt = (
                 f"Beads from {where}:\n"
                 + "\n".join(_triage_line(m, path, index) for m in chosen)
@@ -774,22 +801,16 @@ def _triage(
                 task="bead_triage",
                 messages=[user(prompt), assistant(triage_answer(chosen, path, index))],
                 group_id=f"triage:{scope}:{k}",
-                source_ids=[r["doc_id"] for r in rows],
+                source_ids=[m.doc_id for m in chosen],
                 rig=rig,
                 role=None,
                 quality=1.0,
-                source_time=max((r.get("mtime") or 0.0) for r in rows),
+                source_time=max((m.mtime or 0.0) for m in chosen),
             )
 
 
 # ---------------------------------------------------------------------------------------------------
 # the builder
-
-
-# What the index and the triage sets read of a bead (of its row: what a triage example cites), so
-# that a large database is held in this compact form while single-bead examples stream.
-_SHARED_META = ("id", "status", "title", "priority", "issue_type", "dependencies")
-_SHARED_ROW = ("doc_id", "mtime", "path")
 
 
 def _bead_rows(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -824,13 +845,17 @@ def build_bead_examples(
     if isinstance(rows, Iterator):
         rows = list(rows)
     include = machinery == "include"
-    shared: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    shared: list[_Bead] = []
     left_out: list[bool] = []
+    paths: dict[str, str] = {}  # one string per file, not one per row
+    index = _Index()  # machinery included: it can block other beads
     for row, meta in _bead_rows(rows):
-        shared.append(({k: row.get(k) for k in _SHARED_ROW}, {k: meta[k] for k in _SHARED_META if k in meta}))
+        bead = _bead(row, meta)
+        shared.append(bead)
         left_out.append(is_ephemeral(meta) if include else classify(meta) is not None)
-    index = _Index(shared)  # machinery included: it can block other beads
-    files: dict[tuple[str | None, str], list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
+        path = row.get("path") or ""
+        index.add(paths.setdefault(path, path), bead)
+    files: dict[tuple[str | None, str], list[_Bead]] = defaultdict(list)
     for i, (row, meta) in enumerate(_bead_rows(rows)):
         if left_out[i]:
             continue

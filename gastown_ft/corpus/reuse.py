@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import sys
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -81,6 +82,52 @@ def save_cache(store: ArtifactStore, name: str, version: str, table: pa.Table) -
     meta = dict(table.schema.metadata or {})
     meta[VERSION_KEY] = version.encode()
     return store.write_table(CACHE_STAGE, name, table.replace_schema_metadata(meta))
+
+
+def open_cache(store: ArtifactStore, name: str, version: str) -> pq.ParquetFile | None:
+    """`load_cache` for reading a row group at a time: the open file, or None."""
+    path = store.path(CACHE_STAGE, name)
+    if not path.exists():
+        return None
+    try:
+        pf = pq.ParquetFile(path)
+        if (pf.schema_arrow.metadata or {}).get(VERSION_KEY) != version.encode():
+            return None
+        return pf
+    except (OSError, pa.ArrowException):
+        return None
+
+
+class CacheWriter:
+    """A cache table written a batch at a time (each batch one row group). It takes the place of the
+    old table only on `commit`, so the old one can be read while the new one is written."""
+
+    def __init__(self, store: ArtifactStore, name: str, version: str, schema: pa.Schema) -> None:
+        self.path = store.path(CACHE_STAGE, name)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_suffix(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        meta = {**(schema.metadata or {}), VERSION_KEY: version.encode()}
+        self.schema = schema.with_metadata(meta)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows and self._writer is not None:
+            self._writer.write_table(table.replace_schema_metadata(self.schema.metadata))
+
+    def close(self) -> Path:
+        """The written table, not yet in place."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self.tmp
+
+    def commit(self) -> Path:
+        os.replace(self.close(), self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def load_state(store: ArtifactStore, name: str) -> dict[str, Any] | None:

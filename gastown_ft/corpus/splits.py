@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -424,15 +425,30 @@ def _features():
     return Features.from_arrow_schema(ROW_SCHEMA)
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
+def _write_parquet(tables: pa.Table | Iterable[pa.Table], path: Path) -> None:
+    """One split's file: a table, or tables (one schema) written as they come. Rows are handed to the
+    writer in whole row groups, so the file is byte for byte the one a single table would give."""
     from datasets import config as ds_config
 
+    parts = iter([tables] if isinstance(tables, pa.Table) else tables)
+    first = next(parts)
     cdc = ds_config.DEFAULT_CDC_OPTIONS
     with pq.ParquetWriter(
-        path, table.schema, use_content_defined_chunking=cdc, write_page_index=True
+        path, first.schema, use_content_defined_chunking=cdc, write_page_index=True
     ) as writer:
         writer.add_key_value_metadata({"content_defined_chunking": json.dumps(cdc)})
-        writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
+        held: list[pa.Table] = []
+        n_held = 0
+        for table in itertools.chain([first], parts):
+            held.append(table)
+            n_held += table.num_rows
+            if n_held >= ROW_GROUP_SIZE:
+                rows = pa.concat_tables(held)
+                whole = n_held - n_held % ROW_GROUP_SIZE
+                writer.write_table(rows.slice(0, whole), row_group_size=ROW_GROUP_SIZE)
+                held, n_held = [rows.slice(whole)], n_held - whole
+        if n_held or first.num_rows == 0:
+            writer.write_table(pa.concat_tables(held) if held else first, row_group_size=ROW_GROUP_SIZE)
     _fsync(path)
 
 
@@ -658,7 +674,7 @@ def write_splits(
 
 
 def write_split_tables(
-    tables: dict[str, pa.Table],
+    tables: Mapping[str, pa.Table | Iterable[pa.Table]],
     out_dir: Path,
     *,
     dataset_name: str,
@@ -669,7 +685,10 @@ def write_split_tables(
     coverage: dict | None = None,
 ) -> dict:
     """`write_splits` for splits already as Arrow tables of ROW_SCHEMA, each sorted by
-    (example_id, group_id): the same files, without a round trip through Python rows."""
+    (example_id, group_id): the same files, without a round trip through Python rows.
+
+    A split may also come as an iterable of tables, in that order (their rows one after the other):
+    then it is written as it arrives, and only a row group is held at a time."""
     unknown = set(tables) - set(SPLITS)
     if unknown:
         raise ValueError(f"unknown split names {sorted(unknown)}; expected {list(SPLITS)}")
@@ -679,31 +698,6 @@ def write_split_tables(
         out_dir = out_dir.resolve()
     features = _features()
     schema = features.arrow_schema
-    tables = {
-        name: (tables[name].select(list(ROW_FIELDS)) if name in tables else ROW_SCHEMA.empty_table()).cast(
-            schema
-        )
-        for name in SPLITS
-    }
-    tasks: Counter[str] = Counter()
-    tasks_per_split: dict[str, dict[str, int]] = {}
-    for name in SPLITS:
-        per = Counter(tables[name].column("task").to_pylist())
-        tasks_per_split[name] = dict(sorted(per.items()))
-        tasks.update(per)
-    summary: dict[str, Any] = {
-        "dataset_name": dataset_name,
-        "version": corpus_version_of_ids(
-            {name: tables[name].column("example_id").to_pylist() for name in SPLITS}
-        ),
-        "num_examples": {name: tables[name].num_rows for name in SPLITS},
-        "total": sum(t.num_rows for t in tables.values()),
-        "tasks": dict(sorted(tasks.items())),
-        "tasks_per_split": tasks_per_split,
-        "files": {name: f"{DATA_DIR}/{name}.parquet" for name in SPLITS if tables[name].num_rows},
-        "dropped_fields": sorted(dropped_fields),
-        **(coverage or {}),
-    }
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # os.mkdir, not mkdtemp: the directory gets the usual permissions (0o777 less the umask), not 0o700
@@ -711,17 +705,38 @@ def write_split_tables(
     staged.mkdir()
     try:
         (staged / DATA_DIR).mkdir()
+        version = hashlib.sha256(b"gastown-ft-corpus\n")  # corpus_version_of_ids, as the rows pass
+        tallies: dict[str, _SplitTally] = {}
         split_infos = []
         download_size = 0
         for name in SPLITS:
-            if not tables[name].num_rows:
+            part = tables.get(name)
+            parts = [part] if isinstance(part, pa.Table) else (part or [])
+            tally = tallies[name] = _SplitTally(name, version)
+            rows = (tally.add(t.select(list(ROW_FIELDS)).cast(schema)) for t in parts if t.num_rows)
+            first = next(rows, None)
+            if first is None:
                 # datasets cannot load a split with no rows: an empty split gets no file and no card entry
                 logger.warning("write_splits: the %s split is empty; it is left out of %s", name, out_dir)
                 continue
             path = staged / DATA_DIR / f"{name}.parquet"
-            _write_parquet(tables[name], path)
+            _write_parquet(itertools.chain([first], rows), path)
             download_size += path.stat().st_size
-            split_infos.append((name, _uncompressed_bytes(path), tables[name].num_rows))
+            split_infos.append((name, _uncompressed_bytes(path), tally.rows))
+        tasks: Counter[str] = Counter()
+        for tally in tallies.values():
+            tasks.update(tally.tasks)
+        summary: dict[str, Any] = {
+            "dataset_name": dataset_name,
+            "version": version.hexdigest(),
+            "num_examples": {name: tallies[name].rows for name in SPLITS},
+            "total": sum(t.rows for t in tallies.values()),
+            "tasks": dict(sorted(tasks.items())),
+            "tasks_per_split": {name: dict(sorted(tallies[name].tasks.items())) for name in SPLITS},
+            "files": {name: f"{DATA_DIR}/{name}.parquet" for name in SPLITS if tallies[name].rows},
+            "dropped_fields": sorted(dropped_fields),
+            **(coverage or {}),
+        }
         summary["num_bytes"] = {name: 0 for name in SPLITS} | {name: b for name, b, _n in split_infos}
         summary["download_size"] = download_size
         summary["dataset_size"] = sum(summary["num_bytes"].values())
@@ -745,6 +760,29 @@ def write_split_tables(
             shutil.rmtree(staged, ignore_errors=True)
     summary["out_dir"] = str(out_dir)
     return summary
+
+
+class _SplitTally:
+    """Rows, tasks and the corpus-version hash of one split, from its tables as they are written.
+    The hash takes the ids in the order they come, so they must come sorted (checked)."""
+
+    def __init__(self, name: str, version) -> None:
+        self.name, self.version = name, version
+        self.rows = 0
+        self.tasks: Counter[str] = Counter()
+        self.last: str | None = None
+        self.version.update(f"[{name}]\n".encode())
+
+    def add(self, table: pa.Table) -> pa.Table:
+        self.rows += table.num_rows
+        self.tasks.update(table.column("task").to_pylist())
+        for example_id in table.column("example_id").to_pylist():
+            example_id = str(example_id)
+            if self.last is not None and example_id < self.last:
+                raise ValueError(f"the {self.name} split is not sorted by example_id")
+            self.version.update(example_id.encode() + b"\n")
+            self.last = example_id
+        return table
 
 
 # --- swapping the directory in -------------------------------------------------------------------

@@ -15,9 +15,11 @@ unchanged documents is not turned into examples again. The outputs are those of 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -163,6 +165,56 @@ def scrub_version(scrubber: Scrubber) -> str:
     )
 
 
+class _CachedEntries:
+    """Rows of the scrub cache of the last build, by position, read a row group at a time (the cache
+    is written in small row groups, so a batch of positions reads only the groups that hold them)."""
+
+    def __init__(self, pf: pq.ParquetFile | None) -> None:
+        self.pf = pf
+        meta = pf.metadata if pf is not None else None
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] if meta else []
+        self.starts = np.cumsum([0, *sizes])
+        self._group: tuple[int, pa.Table | None] = (-1, None)
+
+    def keys(self) -> pa.Array:
+        if self.pf is None:
+            return pa.array([], pa.string())
+        return self.pf.read(columns=["row_key"]).column("row_key").combine_chunks()
+
+    def _row_group(self, g: int) -> pa.Table:
+        if self._group[0] != g:
+            assert self.pf is not None
+            self._group = (g, self.pf.read_row_group(g).replace_schema_metadata(None))
+        return self._group[1]  # type: ignore[return-value]
+
+    def take(self, positions: np.ndarray) -> pa.Table:
+        """The rows at `positions` (cache row numbers), in that order."""
+        if not len(positions):
+            return SCRUB_CACHE_SCHEMA.empty_table()
+        groups = np.searchsorted(self.starts, positions, side="right") - 1
+        parts, order, done = [], np.empty(len(positions), np.int64), 0
+        for g in np.unique(groups):
+            sel = np.flatnonzero(groups == g)
+            parts.append(self._row_group(int(g)).take(pa.array(positions[sel] - self.starts[g])))
+            order[sel] = np.arange(done, done + len(sel))
+            done += len(sel)
+        return pa.concat_tables(parts).take(pa.array(order))
+
+
+def _raw_keys(path, version: str) -> tuple[pa.Array, int, int]:
+    """The cache key of every raw row, and the bytes of its texts and of everything scrubbed."""
+    keys: list[str] = []
+    bytes_in = scanned = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+        raw = pa.Table.from_batches([batch])
+        bytes_in += pc.sum(raw.column("bytes")).as_py() or 0
+        scanned += sum(
+            pc.sum(pc.utf8_length(raw.column(f))).as_py() or 0 for f in ("text", "title", "path", "meta")
+        )
+        keys += reuse_mod.row_keys(raw, version)
+    return pa.array(keys, pa.string()), bytes_in, scanned
+
+
 def _scrub_source(
     store: ArtifactStore,
     source: str,
@@ -171,60 +223,84 @@ def _scrub_source(
     reuse: bool,
     checks: DocumentChecks,
     stats: dict[str, Any],
-) -> tuple[pa.Table, int]:
-    """Cache entries (SCRUB_CACHE_SCHEMA) of every raw row of one source, in raw order, and how many
-    came from the cache. Only rows not scrubbed before are scrubbed and checked for residue; a raw
-    table that is the very file scrubbed last time is not even read."""
+) -> Iterator[pa.Table]:
+    """Cache entries (SCRUB_CACHE_SCHEMA) of every raw row of one source, in raw order, a batch at a
+    time; stats["reused_documents"] counts those from the cache. Only rows not scrubbed before are
+    scrubbed and checked for residue; a raw table that is the very file scrubbed last time is not even
+    read. Memory stays at a batch: the raw table, the old cache and the new one are streamed."""
     name = f"scrub_{source}"
-    raw_stamp = reuse_mod.stamps([store.path("raw", source)])
-    cached = reuse_mod.load_cache(store, name, version) if reuse else None
+    raw_path = store.path("raw", source)
+    raw_stamp = reuse_mod.stamps([raw_path])
+    cached = reuse_mod.open_cache(store, name, version) if reuse else None
     state = reuse_mod.load_state(store, name) if cached is not None else None
     if cached is not None and state and state.get("raw") == raw_stamp and state.get("version") == version:
         stats["bytes_in"] += state["bytes_in"]
         stats["bytes_scanned"] += state["bytes_scanned"]
-        return cached, cached.num_rows
-    raw = store.read_table("raw", source)
-    bytes_in = pc.sum(raw.column("bytes")).as_py() or 0
-    scanned = sum(
-        pc.sum(pc.utf8_length(raw.column(f))).as_py() or 0 for f in ("text", "title", "path", "meta")
-    )
+        for batch in cached.iter_batches(batch_size=BATCH_ROWS):
+            stats["reused_documents"] += batch.num_rows
+            yield pa.Table.from_batches([batch]).replace_schema_metadata(None)
+        return
+    keys, bytes_in, scanned = _raw_keys(raw_path, version)
     stats["bytes_in"] += bytes_in
     stats["bytes_scanned"] += scanned
-    keys = reuse_mod.row_keys(raw, version)
-    if cached is None:
-        cached = SCRUB_CACHE_SCHEMA.empty_table()
-    cached_keys = cached.column("row_key").to_pylist()
-    where = {k: i for i, k in enumerate(cached_keys)}
-    missing = [i for i, k in enumerate(keys) if k not in where]
-    new_rows: list[dict[str, Any]] = []
+    old = _CachedEntries(cached)
+    # Each raw row's position in the old cache (-1: not there, to be scrubbed).
+    where = pc.fill_null(pc.index_in(keys, value_set=old.keys()), -1).to_numpy(zero_copy_only=False)
+    writer = reuse_mod.CacheWriter(store, name, version, SCRUB_CACHE_SCHEMA) if reuse else None
     first_check = len(checks.residue)
-    for start in range(0, len(missing), BATCH_ROWS):
-        batch = missing[start : start + BATCH_ROWS]
-        clean_batch = []
-        for i, row in zip(batch, raw.take(batch).to_pylist(), strict=True):
-            clean, counts, unsafe = scrub_row(row, scrubber)
-            new_rows.append({**clean, "row_key": keys[i], "counts": json.dumps(counts), "unsafe": unsafe})
-            if not unsafe:
-                clean_batch.append(clean)
-        checks.add(clean_batch, record_ids=False)
-    residue_ok = all(o.passed for o in checks.residue[first_check:])
-    combined = pa.concat_tables([cached, pa.Table.from_pylist(new_rows, schema=SCRUB_CACHE_SCHEMA)])
-    new_pos = {keys[i]: len(cached_keys) + j for j, i in enumerate(missing)}
-    order = [where[k] if k in where else new_pos[k] for k in keys]
-    entries = combined.take(pa.array(order, pa.int64()))
-    if reuse:
-        if residue_ok:
-            reuse_mod.save_cache(store, name, version, entries)
-            reuse_mod.save_state(
-                store,
-                name,
-                {"raw": raw_stamp, "version": version, "bytes_in": bytes_in, "bytes_scanned": scanned},
+    pending: list[dict[str, Any]] = []  # clean new rows not yet checked for residue
+    start = 0
+    try:
+        for batch in pq.ParquetFile(raw_path).iter_batches(batch_size=BATCH_ROWS):
+            at = where[start : start + batch.num_rows]
+            missing = np.flatnonzero(at < 0)
+            new_rows: list[dict[str, Any]] = []
+            for i, row in zip(missing, batch.take(pa.array(missing, pa.int64())).to_pylist(), strict=True):
+                clean, counts, unsafe = scrub_row(row, scrubber)
+                key = keys[start + int(i)].as_py()
+                new_rows.append({**clean, "row_key": key, "counts": json.dumps(counts), "unsafe": unsafe})
+                if not unsafe:
+                    pending.append(clean)
+            if len(pending) >= BATCH_ROWS:
+                checks.add(pending, record_ids=False)
+                pending = []
+            hits = at >= 0
+            combined = pa.concat_tables(
+                [old.take(at[hits]), pa.Table.from_pylist(new_rows, schema=SCRUB_CACHE_SCHEMA)]
             )
-        else:  # rows of a batch that failed the residue check are checked again next time
-            hits = combined.take(pa.array([where[k] for k in keys if k in where], pa.int64()))
-            reuse_mod.save_cache(store, name, version, hits)
-            reuse_mod.save_state(store, name, {})
-    return entries, len(keys) - len(missing)
+            # cached rows first in `combined`, then the new ones: back into raw order
+            order = np.empty(len(at), np.int64)
+            order[hits] = np.arange(int(hits.sum()))
+            order[~hits] = int(hits.sum()) + np.arange(len(missing))
+            entries = combined.take(pa.array(order))
+            stats["reused_documents"] += int(hits.sum())
+            if writer is not None:
+                writer.write(entries)
+            start += batch.num_rows
+            yield entries
+        checks.add(pending, record_ids=False)
+        if writer is not None:
+            if all(o.passed for o in checks.residue[first_check:]):
+                writer.commit()
+                state = {"raw": raw_stamp, "version": version, "bytes_in": bytes_in, "bytes_scanned": scanned}
+                reuse_mod.save_state(store, name, state)
+            else:  # rows of a batch that failed the residue check are checked again next time
+                _keep_hits(store, name, version, writer.close(), where >= 0)
+                reuse_mod.save_state(store, name, {})
+    finally:
+        if writer is not None:
+            writer.discard()
+
+
+def _keep_hits(store: ArtifactStore, name: str, version: str, written, hits: np.ndarray) -> None:
+    """The cache `name` from the entries just written, keeping only those that came from the cache."""
+    keep = reuse_mod.CacheWriter(store, name, version, SCRUB_CACHE_SCHEMA)
+    start = 0
+    for batch in pq.ParquetFile(written).iter_batches(batch_size=BATCH_ROWS):
+        mask = pa.array(hits[start : start + batch.num_rows])
+        keep.write(pa.Table.from_batches([batch]).filter(mask))
+        start += batch.num_rows
+    keep.commit()
 
 
 def scrub_stage(
@@ -238,7 +314,8 @@ def scrub_stage(
     code and settings) are taken from the cache, so only new or changed rows are scrubbed and checked.
 
     First the people of all raw tables are learned (`identities`, default: `[scrub]` defaults); the
-    learned map is part of the scrubber's settings, so a new person means every row is scrubbed again."""
+    learned map is part of the scrubber's settings, so a new person means every row is scrubbed again.
+    Rows are read, scrubbed and written a batch at a time."""
     started = time.perf_counter()
     cfg = identities or ScrubConfig()
     people, people_stats = scrubbing.learn_people(
@@ -256,36 +333,39 @@ def scrub_stage(
     checks = DocumentChecks(list(DOCUMENT_SCHEMA.names))
     # bytes_in: the document texts; bytes_scanned: everything scrubbed (text, title, path and meta JSON).
     stats: dict[str, Any] = {"rows": 0, "bytes": 0, "bytes_in": 0, "bytes_scanned": 0, "reused_documents": 0}
-    outputs: list[pa.Table] = []
-    row_keys: list[str] = []
-    for source in SOURCES:
-        if not store.exists("raw", source):
-            continue
-        entries, reused = _scrub_source(store, source, scrubber, version, reuse, checks, stats)
-        stats["reused_documents"] += reused
-        srcs, counts, unsafe = (entries.column(n).to_pylist() for n in ("source", "counts", "unsafe"))
-        paths, rigs = entries.column("path").to_pylist(), entries.column("rig").to_pylist()
-        keys = entries.column("row_key").to_pylist()
-        for src, c, u, path, rig, key in zip(srcs, counts, unsafe, paths, rigs, keys, strict=True):
-            if u:
-                # The quarantine record names the (scrubbed) path, never the secret.
-                quarantined.append(Quarantined(src, path, "unsafe_secret", u[:500], rig=rig))
-            else:
-                report.add(src, Counter(json.loads(c)) if c and c != "{}" else Counter())
-                row_keys.append(key)
-        docs = entries.filter(pc.is_null(entries.column("unsafe"))).select(DOCUMENT_SCHEMA.names)
-        outputs.append(docs.cast(DOCUMENT_SCHEMA))
-    table = pa.concat_tables(outputs) if outputs else DOCUMENT_SCHEMA.empty_table()
-    checks.add_ids(table.column("doc_id").to_pylist())
-    stats["rows"] = table.num_rows
-    stats["bytes"] = pc.sum(table.column("bytes")).as_py() or 0
+    row_keys: list[pa.Array] = []
+    doc_ids: list[pa.Array] = []
+
+    def documents() -> Iterator[pa.Table]:
+        for source in SOURCES:
+            if not store.exists("raw", source):
+                continue
+            for entries in _scrub_source(store, source, scrubber, version, reuse, checks, stats):
+                cols = (entries.column(n).to_pylist() for n in ("source", "counts", "unsafe", "path", "rig"))
+                for src, c, u, path, rig in zip(*cols, strict=True):
+                    if u:
+                        # The quarantine record names the (scrubbed) path, never the secret.
+                        quarantined.append(Quarantined(src, path, "unsafe_secret", u[:500], rig=rig))
+                    else:
+                        report.add(src, Counter(json.loads(c)) if c and c != "{}" else Counter())
+                safe = entries.filter(pc.is_null(entries.column("unsafe")))
+                row_keys.append(safe.column("row_key").combine_chunks())
+                docs = safe.select(DOCUMENT_SCHEMA.names).cast(DOCUMENT_SCHEMA)
+                doc_ids.append(docs.column("doc_id").combine_chunks())
+                stats["rows"] += docs.num_rows
+                stats["bytes"] += pc.sum(docs.column("bytes")).as_py() or 0
+                yield docs
+
+    path = store.write_batches("corpus", "scrubbed_documents", DOCUMENT_SCHEMA, documents())
+    checks.add_ids(pa.chunked_array(doc_ids, pa.string()).to_pylist())
+    doc_ids.clear()
     stats["recomputed_documents"] = stats["rows"] + len(quarantined) - stats["reused_documents"]
-    path = store.write_table("corpus", "scrubbed_documents", table)
     stats["path"] = str(path)
     if reuse:
         # The key of each scrubbed row (its raw row's key: scrubbing is a function of it), so the pairs
         # stage need not hash the table again while the file is this one.
-        reuse_mod.save_cache(store, SCRUBBED_KEYS, _file_version(path), pa.table({"row_key": row_keys}))
+        keys = pa.chunked_array(row_keys, pa.string())
+        reuse_mod.save_cache(store, SCRUBBED_KEYS, _file_version(path), pa.table({"row_key": keys}))
     store.write_table("quarantine", "scrub", quarantine_to_table(quarantined))
     stats.update(
         report.as_dict(),
@@ -393,46 +473,110 @@ def pairs_stage(
     return stats, outcomes, preview
 
 
+SORT_BUCKET_ROWS = 10 * 1000  # rows per sort bucket of the splits stage (whole row groups of a split file)
+SPLIT_CODES = {name: i for i, name in enumerate(SPLITS)}
+
+
+def _split_codes(pf: pq.ParquetFile, splits: dict[str, str]) -> np.ndarray:
+    """The split of every example (its index in SPLITS), in file order."""
+    codes = np.empty(pf.metadata.num_rows, np.int8)
+    start = 0
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=["group_id"]):
+        groups = batch.column("group_id").to_pylist()
+        codes[start : start + len(groups)] = [SPLIT_CODES[splits[g]] for g in groups]
+        start += len(groups)
+    return codes
+
+
+def _sorted_splits(path, codes: np.ndarray, rank: np.ndarray, tmp: Path) -> dict[str, Iterator[pa.Table]]:
+    """The rows of each split in `rank` order (each row's place in its split), a bucket of
+    SORT_BUCKET_ROWS at a time: an external sort. One pass over the file writes each row to the
+    bucket of its rank (Arrow IPC files under `tmp`); each bucket is then read back in rank order."""
+    buckets = {code: -(-int((codes == code).sum()) // SORT_BUCKET_ROWS) for code in SPLIT_CODES.values()}
+    writers: dict[tuple[int, int], pa.ipc.RecordBatchStreamWriter] = {}
+    start = 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+            n = batch.num_rows
+            c, r = codes[start : start + n], rank[start : start + n]
+            batch = batch.append_column("_rank", pa.array(r))
+            where = c.astype(np.int64) * (1 << 40) + r // SORT_BUCKET_ROWS
+            for w in np.unique(where):
+                key = (int(w >> 40), int(w & ((1 << 40) - 1)))
+                if key not in writers:
+                    writers[key] = pa.ipc.new_stream(str(tmp / f"{key[0]}-{key[1]}.arrow"), batch.schema)
+                writers[key].write_batch(batch.filter(pa.array(where == w)))
+            start += n
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+    def read(code: int) -> Iterator[pa.Table]:
+        for b in range(buckets[code]):
+            file = tmp / f"{code}-{b}.arrow"
+            with pa.OSFile(str(file)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+            table = table.take(pc.sort_indices(table, [("_rank", "ascending")])).drop_columns(["_rank"])
+            file.unlink()
+            yield table
+
+    return {name: read(code) for name, code in SPLIT_CODES.items()}
+
+
 def splits_stage(store: ArtifactStore, cfg: CorpusConfig) -> tuple[dict[str, Any], list[CheckOutcome]]:
     """train / validation / test by group (every task with a few groups measured: see corpus/splits.py),
     in Arrow; the coverage moves and warnings; also the change in example ids since the last build (for
-    deciding whether a retrain is worth it)."""
+    deciding whether a retrain is worth it). The examples are streamed: in memory are the groups, the
+    key columns and a bucket of rows (see `_sorted_splits`)."""
     from gastown_ft.evaluation.tasks import FAMILY_TASKS
 
     started = time.perf_counter()
-    table = store.read_table("corpus", "instruction_pairs")
-    group_ids = table.column("group_id").to_pylist()
+    path = store.path("corpus", "instruction_pairs")
+    pf = pq.ParquetFile(path)
     group_tasks: dict[str, set[str]] = {}
-    for g, task in zip(group_ids, table.column("task").to_pylist(), strict=True):
-        group_tasks.setdefault(g, set()).add(task)
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=["group_id", "task"]):
+        groups, tasks = batch.column("group_id").to_pylist(), batch.column("task").to_pylist()
+        for g, task in zip(groups, tasks, strict=True):
+            group_tasks.setdefault(g, set()).add(task)
     assignment = assign_groups(
         group_tasks, seed=cfg.split_seed, ratios=cfg.split_ratios, min_groups=cfg.split_min_groups
     )
-    split_col = pa.array([assignment.splits[g] for g in group_ids], pa.string())
-    tables: dict[str, pa.Table] = {}
-    for name in SPLITS:
-        part = table.filter(pc.equal(split_col, name))
+    del group_tasks
+    codes = _split_codes(pf, assignment.splits)
+    keys = pf.read(columns=["example_id", "group_id", "task"])
+    rank = np.empty(keys.num_rows, np.int64)  # each example's place in its split, sorted as written
+    by_split_and_task: dict[str, dict[str, int]] = {}
+    split_groups: dict[str, list[dict[str, str]]] = {}
+    for name, code in SPLIT_CODES.items():
+        rows = np.flatnonzero(codes == code)
+        part = keys.take(pa.array(rows, pa.int64()))
+        # stable, as the sort of the whole table was: ties keep the file order
         order = pc.sort_indices(part, [("example_id", "ascending"), ("group_id", "ascending")])
-        tables[name] = part.take(order)
-    by_split_and_task = {k: dict(Counter(v.column("task").to_pylist())) for k, v in tables.items()}
+        rank[rows[order.to_numpy()]] = np.arange(len(rows))
+        # value_counts keeps the order of first appearance: that of the split's sorted rows
+        counts = pc.value_counts(part.column("task").take(order))
+        by_split_and_task[name] = dict(
+            zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)
+        )
+        split_groups[name] = [{"group_id": g} for g in pc.unique(part.column("group_id")).to_pylist()]
     coverage = coverage_summary(assignment, by_split_and_task, FAMILY_TASKS)
+    outcomes = validate_splits(split_groups)
+    del split_groups
     out_dir = store.root / "corpus" / "splits"
-    summary = write_split_tables(
-        tables,
-        out_dir,
-        dataset_name="gastown-ft-corpus",
-        description="Instruction-tuning examples built from a Gas Town town by gastown-ft.",
-        seed=cfg.split_seed,
-        ratios=cfg.split_ratios,
-        coverage=coverage,
-    )
-    outcomes = validate_splits(
-        {name: [{"group_id": g} for g in t.column("group_id").to_pylist()] for name, t in tables.items()}
-    )
-    change = corpus_change(store, table.column("example_id").to_pylist())
+    with tempfile.TemporaryDirectory(prefix=".splits-sort-", dir=store.root / "corpus") as tmp:
+        summary = write_split_tables(
+            _sorted_splits(path, codes, rank, Path(tmp)),
+            out_dir,
+            dataset_name="gastown-ft-corpus",
+            description="Instruction-tuning examples built from a Gas Town town by gastown-ft.",
+            seed=cfg.split_seed,
+            ratios=cfg.split_ratios,
+            coverage=coverage,
+        )
+    change = corpus_change(store, keys.column("example_id"))
     stats = {
-        "rows": table.num_rows,
-        "counts": {k: v.num_rows for k, v in tables.items()},
+        "rows": keys.num_rows,
+        "counts": dict(summary["num_examples"]),
         "by_split_and_task": by_split_and_task,
         "coverage_moves": coverage["coverage_moves"],
         "split_warnings": coverage["warnings"],
@@ -445,17 +589,20 @@ def splits_stage(store: ArtifactStore, cfg: CorpusConfig) -> tuple[dict[str, Any
     return stats, outcomes
 
 
-def corpus_change(store: ArtifactStore, example_ids: list[str]) -> dict[str, Any]:
+def corpus_change(
+    store: ArtifactStore, example_ids: pa.Array | pa.ChunkedArray | list[str]
+) -> dict[str, Any]:
     """Examples added and removed since the previous splits build, and their share of its size
     (1.0 for a first build); the ids are kept for the next build."""
     previous = reuse_mod.load_cache(store, PREVIOUS_IDS, "ids")
-    now = set(example_ids)
-    before = set(previous.column("example_id").to_pylist()) if previous is not None else set()
-    added, removed = len(now - before), len(before - now)
-    fraction = 1.0 if previous is None or not before else (added + removed) / len(before)
-    reuse_mod.save_cache(
-        store, PREVIOUS_IDS, "ids", pa.table({"example_id": pa.array(sorted(now), pa.string())})
-    )
+    ids = example_ids if isinstance(example_ids, pa.Array | pa.ChunkedArray) else pa.array(example_ids)
+    now = pc.unique(ids.cast(pa.string()))
+    now = now.take(pc.sort_indices(now))  # byte order of UTF-8: the order of Python's sorted()
+    before = pc.unique(previous.column("example_id")) if previous is not None else pa.array([], pa.string())
+    added = len(now) - (pc.sum(pc.is_in(now, value_set=before)).as_py() or 0)
+    removed = len(before) - (pc.sum(pc.is_in(before, value_set=now)).as_py() or 0)
+    fraction = 1.0 if previous is None or not len(before) else (added + removed) / len(before)
+    reuse_mod.save_cache(store, PREVIOUS_IDS, "ids", pa.table({"example_id": now}))
     return {
         "examples_added": added,
         "examples_removed": removed,

@@ -123,6 +123,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {c['case_id']} | `{want}` | `{got[:120]}` | {'yes' if c['tuned']['passed'] else 'no'} |"
             )
+    lines += _crosscheck_lines(results.get("crosscheck") or {})
     for s in (results.get("patrol") or {}).get("suites") or []:
         b, t = s["base"], s["tuned"]
         lines += [
@@ -207,5 +208,47 @@ def load_eval_results(path: str | Path) -> dict[str, Any]:
 def _decoding(d: dict[str, Any] | None) -> str:
     if not d:
         return ""
+    threads = f"{d['threads']} thread{'s' if d['threads'] != 1 else ''}"
+    if d.get("engine") == "llama.cpp":
+        gguf = d.get("gguf") or {}
+        made = "converted now" if gguf.get("converted") else "from the cache"
+        together = ", base and tuned side by side" if d.get("side_by_side") else ""
+        return (
+            f" (engine llama.cpp: {d['precision']} GGUF files of the base and the merged tuned model, "
+            f"{made} in {gguf.get('seconds', 0):.1f} s; {threads} per variant{together})"
+        )
     merged = ", the tuned adapter merged into its copy" if d.get("tuned") == "merged" else ""
-    return f" ({d['precision']} weights{merged}, {d['threads']} thread{'s' if d['threads'] != 1 else ''})"
+    engine = "engine transformers: " if d.get("engine") else ""
+    fallback = f"; {d['engine_fallback']}" if d.get("engine_fallback") else ""
+    return f" ({engine}{d['precision']} weights{merged}, {threads}{fallback})"
+
+
+def _crosscheck_lines(check: dict[str, Any]) -> list[str]:
+    """How often the other engine gave the same greedy answer, and the answers that differ."""
+    if not check:
+        return []
+    engine, ref = check["engine"], check["reference"]
+    per = "; ".join(
+        f"{v}: {r['same']}/{r['cases']} the same" for v, r in (check.get("variants") or {}).items()
+    )
+    lines = [
+        "",
+        f"## Engine cross-check: {engine} against {ref}",
+        "",
+        f"{check['cases']} sampled answers (spread over the tasks) written again by {ref}: "
+        f"{check['same']} the same text ({per}), {check['same_verdict']} the same verdict.",
+    ]
+    diffs = check.get("differences") or []
+    if diffs:
+        lines += ["", f"| case | variant | {engine} | {ref} |", "| --- | --- | --- | --- |"]
+        for d in diffs:
+            cells = [
+                f"{'pass' if d[e]['passed'] else 'fail'}: `{_cell(d[e]['output'])}`" for e in (engine, ref)
+            ]
+            lines.append(f"| {d['case_id']} | {d['variant']} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def _cell(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split()).replace("|", "\\|").replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,20 +1,26 @@
 """Base against tuned, end to end: held-out loss, the task suite, patrol suites, the guard, the decision.
 
 `evaluate_adapter` is what the `eval_report` asset runs; `run_patrol_suite` is also what
-`gastown-ft eval` runs. Both models answer the same prompts with greedy decoding (see generate.py).
+`gastown-ft eval` runs. Both models answer the same prompts with greedy decoding (see generate.py),
+on the engine `[evaluation] engine` picks (engines.py): llama.cpp over GGUF files where it can run,
+with a sample of the answers checked against transformers (crosscheck.py), else transformers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from gastown_ft.config import EvaluationConfig
 from gastown_ft.evaluation import guard as guard_mod
 from gastown_ft.evaluation.compare import decide
-from gastown_ft.evaluation.generate import LoadedModel, Prompt, generate, load_model, torch_threads
+from gastown_ft.evaluation.crosscheck import Answered, crosscheck
+from gastown_ft.evaluation.engines import Decoder, TransformersDecoder, open_decoder
+from gastown_ft.evaluation.generate import LoadedModel, Prompt, load_model, torch_threads
 from gastown_ft.evaluation.heldout import encode_by_task, heldout_losses
 from gastown_ft.evaluation.paraphrase import paraphrase_cases
 from gastown_ft.evaluation.promptfoo import CaseResult, JavaScript, Suite, load_suite, score_output
@@ -33,7 +39,7 @@ def _spread(items: list[Any], n: int | None) -> list[Any]:
 
 
 def run_patrol_suite(
-    loaded: LoadedModel,
+    loaded: LoadedModel | Decoder,
     suite: Suite,
     *,
     variant: str,
@@ -42,10 +48,11 @@ def run_patrol_suite(
     max_cases: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[CaseResult], dict[str, Any]]:
-    """Each case's greedy answer by `variant`, scored by its asserts; and the summary (accuracy)."""
+    """Each case's greedy answer by `variant` (a loaded model answers on transformers), scored by its
+    asserts; and the summary (accuracy)."""
+    decoder = TransformersDecoder(loaded) if isinstance(loaded, LoadedModel) else loaded
     cases = _spread(suite.cases, max_cases)
-    gens = generate(
-        loaded,
+    gens = decoder.generate(
         [Prompt(c.messages) for c in cases],
         variant=variant,
         max_new_tokens=max_new_tokens,
@@ -76,6 +83,18 @@ def run_patrol_suite(
 
 
 MIN_ANSWER_TOKENS = 64  # a short reference must not cut a tool call the model writes a little longer
+# A reference that is a bare tool call (the hand-written generalization cases) has no opening line,
+# but the tuned model writes the one its corpus answers carry ("Adding the dependency: ..."): without
+# room for it, right answers were cut before their closing </tool_call> and scored as no command.
+PREAMBLE_TOKENS = 32
+
+
+def answer_budget(reference: dict[str, Any], ref_tokens: int) -> int:
+    """New tokens a case's answer may take: its reference's length with some slack."""
+    budget = max(MIN_ANSWER_TOKENS, int(ref_tokens * 1.25) + 8)
+    if reference.get("tool_calls") and not str(reference.get("content") or "").strip():
+        budget += PREAMBLE_TOKENS
+    return budget
 
 
 def _timed(timing: dict[str, float], name: str, log: Log):
@@ -90,19 +109,31 @@ def _timed(timing: dict[str, float], name: str, log: Log):
     return _T()
 
 
-def _task_suite(loaded: LoadedModel, examples, cfg: EvaluationConfig, log: Log) -> dict[str, Any]:
+def _task_suite(
+    decoder: Decoder, tok, examples, cfg: EvaluationConfig, log: Log, answered: list[Answered]
+) -> dict[str, Any]:
     cases = build_task_suite(examples, cfg.max_cases_per_task)
     coverage = suite_coverage(cases)
     for w in coverage["warnings"]:
         log(f"evaluation: WARNING: {w}")
-    out = _score_cases(loaded, cases, cfg, log, "task suite")
+    out = _score_cases(decoder, tok, cases, cfg, log, "task suite", answered)
     out.update(coverage)
     return out
 
 
-def _score_cases(loaded: LoadedModel, cases, cfg: EvaluationConfig, log: Log, what: str) -> dict[str, Any]:
-    """Both variants' greedy answers to `cases`, scored: per-variant summaries and every case."""
-    tok = loaded.tokenizer
+def _score_cases(
+    decoder: Decoder,
+    tok,
+    cases,
+    cfg: EvaluationConfig,
+    log: Log,
+    what: str,
+    answered: list[Answered] | None = None,
+    group: str | None = None,
+) -> dict[str, Any]:
+    """Both variants' greedy answers to `cases`, scored: per-variant summaries and every case. Each
+    case with its prompt and answers is added to `answered` (for the cross-check), under its task or
+    `group`."""
     prompts = []
     for case in cases:
         ref_tokens = len(
@@ -113,23 +144,37 @@ def _score_cases(loaded: LoadedModel, cases, cfg: EvaluationConfig, log: Log, wh
             Prompt(
                 case.prompt.messages,
                 case.prompt.tools,
-                min(cfg.max_new_tokens, max(MIN_ANSWER_TOKENS, int(ref_tokens * 1.25) + 8)),
+                min(cfg.max_new_tokens, answer_budget(case.reference, ref_tokens)),
             )
         )
     per_case: list[dict[str, Any]] = [
         {"case_id": c.case_id, "task": c.task, "family": c.family} for c in cases
     ]
     out: dict[str, Any] = {}
+    answers: list[dict[str, Any]] = [{} for _ in cases]
+    by_variant = decoder.generate_variants(
+        prompts, VARIANTS, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
+    )
     for variant in VARIANTS:
-        gens = generate(
-            loaded, prompts, variant=variant, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
-        )
+        gens = by_variant[variant]
         scores = [score_case(c, g) for c, g in zip(cases, gens, strict=True)]
-        for row, s, g in zip(per_case, scores, gens, strict=True):
+        for row, s, g, a in zip(per_case, scores, gens, answers, strict=True):
             row[variant] = {"passed": s.passed, "details": s.details, "output": g.text}
+            a[variant] = g
         out[variant] = summarize_tasks(scores)
         log(f"evaluation: {what} ({variant}) {out[variant]['passed']}/{out[variant]['cases']} passed")
     out["cases"] = per_case
+    if answered is not None:
+        for case, prompt, a in zip(cases, prompts, answers, strict=True):
+            answered.append(
+                Answered(
+                    case.case_id,
+                    group or case.task,
+                    prompt,
+                    a,
+                    lambda g, case=case: score_case(case, g).passed,
+                )
+            )
     return out
 
 
@@ -148,9 +193,13 @@ def evaluate_adapter(
     *,
     max_seq_len: int,
     config_dir: Path | None = None,
+    gguf_cache: Path | None = None,
     log: Log = lambda _msg: None,
 ) -> dict[str, Any]:
-    """Everything eval_report measures, as one JSON-ready dict (decision included)."""
+    """Everything eval_report measures, as one JSON-ready dict (decision included).
+
+    `gguf_cache`: where llama.cpp's GGUF files are kept between runs (see llamacpp/gguf_cache.py);
+    None: a temporary directory, removed afterwards."""
     started = time.perf_counter()
     timing: dict[str, float] = {}
     results: dict[str, Any] = {
@@ -162,9 +211,9 @@ def evaluate_adapter(
     }
     with _timed(timing, "load", log):
         loaded = load_model(base_dir, adapter_dir)
-    with torch_threads(loaded, cfg.threads) as threads:
+    with torch_threads(loaded, cfg.threads) as threads, _cache_dir(gguf_cache, cfg.engine) as cache:
         results["threads"] = threads
-        _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timing, log)
+        _measure(loaded, test_examples, cfg, max_seq_len, config_dir, cache, results, timing, log)
     results["metrics"] = flat_metrics(results)
     results["warnings"] = collect_warnings(results)
     decision = decide(
@@ -181,7 +230,16 @@ def evaluate_adapter(
     return results
 
 
-def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timing, log) -> None:
+@contextlib.contextmanager
+def _cache_dir(path: Path | None, engine: str) -> Iterator[Path | None]:
+    if path is not None or engine == "transformers":
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="gastown-ft-gguf-") as tmp:
+        yield Path(tmp)
+
+
+def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, gguf_cache, results, timing, log) -> None:
     import torch
 
     tok = loaded.tokenizer
@@ -221,18 +279,90 @@ def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timin
     # bf16. The scores above are done, so the fp32 weights can be cast in place.
     decode = cfg.decode_precision if cfg.decode_precision != "auto" else hw.precision
     loaded.prepare_decoding(bf16=decode == "bf16")
-    results["decoding"] = {
+    transformers_decoding = {
         "threads": decode_threads,
         "precision": "bf16" if decode == "bf16" else "fp32",
         "tuned": "merged" if loaded.merged is not None else "adapter",
     }
+    decoder, gguf = open_decoder(cfg.engine, loaded, gguf_cache, log=log)
+    try:
+        results["decoding"] = decoding_record(decoder, cfg.engine, transformers_decoding, gguf)
+        if gguf:
+            timing["gguf"] = gguf["seconds"]
+        answer_suites(loaded, decoder, test_examples, cfg, results, timing, log)
+        _patrol(decoder, cfg, config_dir, results, timing, log)
+    finally:
+        decoder.close()
+
+
+def decoding_record(
+    decoder: Decoder, requested: str, transformers_decoding: dict[str, Any], gguf: dict[str, Any]
+) -> dict[str, Any]:
+    """results["decoding"]: the engine that wrote each variant's answers, its weights and threads, and
+    why "auto" fell back (`engine_fallback`)."""
+    record: dict[str, Any] = {
+        "engine": decoder.engine,
+        "engine_requested": requested,
+        "engine_fallback": decoder.fallback,
+        "variants": decoder.variants(),
+    }
+    if decoder.engine == "transformers":
+        return record | transformers_decoding
+    return record | {
+        "threads": decoder.thread_count(),  # per variant
+        "side_by_side": decoder.side_by_side(len(record["variants"])),  # base and tuned at once
+        "precision": "f16",  # the GGUF files' weights (gguf_cache.py writes f16)
+        "tuned": "merged",
+        "gguf": gguf,
+        "transformers": transformers_decoding,  # the cross-check's side
+    }
+
+
+def answer_suites(
+    loaded: LoadedModel,
+    decoder: Decoder,
+    test_examples: Sequence[dict[str, Any]],
+    cfg: EvaluationConfig,
+    results: dict[str, Any],
+    timing: dict[str, float],
+    log: Log,
+) -> None:
+    """The task suite and the generalization set answered by `decoder` (both variants) and scored;
+    then, when that was not transformers, the cross-check of a sample against transformers."""
+    answered: list[Answered] = []
+    tok = loaded.tokenizer
     with _timed(timing, "task_suite", log):
-        results["task_suite"] = _task_suite(loaded, test_examples, cfg, log)
+        results["task_suite"] = _task_suite(decoder, tok, test_examples, cfg, log, answered)
     if cfg.generalization:
         with _timed(timing, "generalization", log):
             results["generalization"] = _score_cases(
-                loaded, paraphrase_cases(), cfg, log, "generalization (hand-written paraphrases)"
+                decoder,
+                tok,
+                paraphrase_cases(),
+                cfg,
+                log,
+                "generalization (hand-written paraphrases)",
+                answered,
+                group="generalization",
             )
+    if decoder.engine != "transformers" and cfg.crosscheck_cases:
+        with _timed(timing, "crosscheck", log):
+            check = crosscheck(
+                answered,
+                decoder.engine,
+                TransformersDecoder(loaded),
+                per_variant=cfg.crosscheck_cases,
+                max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.batch_size,
+            )
+        results["crosscheck"] = check
+        log(
+            f"evaluation: cross-check {decoder.engine} against transformers: {check['same']}/{check['cases']} "
+            f"answers the same, {check['same_verdict']}/{check['cases']} verdicts the same"
+        )
+
+
+def _patrol(decoder: Decoder, cfg, config_dir, results, timing, log) -> None:
     patrol: list[dict[str, Any]] = []
     with _timed(timing, "patrol", log):
         for raw in cfg.patrol_suites:
@@ -246,7 +376,7 @@ def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timin
             cases: dict[str, dict[str, Any]] = {}
             for variant in VARIANTS:
                 rows, summary = run_patrol_suite(
-                    loaded,
+                    decoder,
                     suite,
                     variant=variant,
                     max_new_tokens=cfg.patrol_max_new_tokens,
@@ -265,10 +395,17 @@ def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, results, timin
 
 
 def collect_warnings(results: dict[str, Any]) -> list[str]:
-    """Every warning of an evaluation in one list: task-suite coverage, then each patrol suite's."""
+    """Every warning of an evaluation in one list: task-suite coverage, each patrol suite's, then a
+    cross-check whose engines disagree on a verdict (the engine changed a score)."""
     out = list((results.get("task_suite") or {}).get("warnings") or [])
     for s in (results.get("patrol") or {}).get("suites") or []:
         out += [f"patrol suite `{s['name']}`: {w}" for w in s.get("warnings") or []]
+    check = results.get("crosscheck") or {}
+    if check and check["same_verdict"] < check["cases"]:
+        out.append(
+            f"cross-check: {check['cases'] - check['same_verdict']} of {check['cases']} sampled answers "
+            f"pass on one engine and fail on the other ({check['engine']} against {check['reference']})"
+        )
     return out
 
 

@@ -5,7 +5,7 @@ order given): prompts rendered with the project's chat template and tokenized by
 tokenizer beside the weights (never by llama.cpp, so both engines read the same ids), the end of a
 too-long prompt kept, greedy decoding that stops at `<|im_end|>` / `</s>` / EOS, each output cut to its
 own budget. Base and tuned are two files (`GGUFModel` each): the base model's GGUF and the merged
-tuned model's; `gguf_pair` makes both from a base directory and a LoRA adapter.
+tuned model's; `gguf_cache.gguf_pair` makes both from a base directory and a LoRA adapter.
 
 llama.cpp runs one prompt at a time (no padding, no batch), each at full speed; `seconds` is each
 prompt's own wall time.
@@ -43,14 +43,15 @@ class GGUFModel:
 
 
 def load_gguf_model(
-    gguf_path: Path | str, tokenizer_dir: Path | str, *, threads: int | None = None
+    gguf_path: Path | str, tokenizer: Path | str | Any, *, threads: int | None = None
 ) -> GGUFModel:
-    """The GGUF at `gguf_path` with the tokenizer of the model directory it was exported from."""
+    """The GGUF at `gguf_path` with the tokenizer of the model it was exported from (that model's
+    directory, or the tokenizer itself)."""
     from transformers import AutoTokenizer
 
     from gastown_ft.llamacpp.runtime import open_gguf
 
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tok = AutoTokenizer.from_pretrained(str(tokenizer)) if isinstance(tokenizer, (str, Path)) else tokenizer
     llm = open_gguf(gguf_path, threads=threads)
     return GGUFModel(llm, tok, Path(gguf_path), stop_token_ids(tok), int(llm.n_ctx()))
 
@@ -101,31 +102,3 @@ def generate(
         if progress:
             progress(k, len(prompts))
     return [g for g in out if g is not None]
-
-
-def gguf_pair(
-    base_dir: Path | str, adapter_dir: Path | str | None, work_dir: Path | str
-) -> tuple[Path, Path | None]:
-    """(base GGUF, tuned GGUF) for a base model directory and its LoRA adapter, written under
-    `work_dir` (f16, as the export writes) and reused while their sources are unchanged."""
-    from gastown_ft.export.gguf import write_gguf
-    from gastown_ft.export.merge import merge_adapter
-
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-
-    def fresh(target: Path, *sources: Path) -> bool:
-        newest = max(p.stat().st_mtime for s in sources for p in Path(s).rglob("*") if p.is_file())
-        return target.is_file() and target.stat().st_mtime >= newest
-
-    base_dir = Path(base_dir)
-    base_gguf = work / "base.gguf"
-    if not fresh(base_gguf, base_dir):
-        write_gguf(base_dir, base_gguf, "f16", name="base")
-    if adapter_dir is None:
-        return base_gguf, None
-    tuned_gguf = work / "tuned.gguf"
-    if not fresh(tuned_gguf, base_dir, Path(adapter_dir)):
-        merged = merge_adapter(base_dir, adapter_dir, work / "tuned-merged", dtype="float32")
-        write_gguf(merged.path, tuned_gguf, "f16", name="tuned")
-    return base_gguf, tuned_gguf

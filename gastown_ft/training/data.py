@@ -51,6 +51,39 @@ from gastown_ft.training.chat_format import render_segments, sequence_prefix
 IGNORE_INDEX = -100
 
 
+def spread_evenly(items: Sequence[Any], n: int | None) -> list[Any]:
+    """At most `n` of `items`, evenly spread (the first always), in their order; all when `n` is None."""
+    items = list(items)
+    if n is None or len(items) <= n:
+        return items
+    if n <= 1:
+        return items[: max(0, n)]
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
+def spread_by_task(examples: Sequence[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
+    """At most `n` examples in all, shared out over their tasks as evenly as the counts allow and
+    evenly spread within each task; a deterministic subset in the examples' own order."""
+    if n is None or len(examples) <= n:
+        return list(examples)
+    by_task: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_task.setdefault(str(ex.get("task") or ""), []).append(i)
+    quota = {t: 0 for t in by_task}
+    left = n
+    while left > 0:  # one more for each task that has some left, smallest tasks first
+        open_tasks = sorted(
+            (t for t in by_task if quota[t] < len(by_task[t])), key=lambda t: (len(by_task[t]), t)
+        )
+        if not open_tasks:
+            break
+        for t in open_tasks[:left]:
+            quota[t] += 1
+        left = n - sum(quota.values())
+    keep = sorted(i for t, idx in by_task.items() for i in spread_evenly(idx, quota[t]))
+    return [examples[i] for i in keep]
+
+
 def _example(example: dict[str, Any]) -> dict[str, Any]:
     """The example row, also from a record read back from Parquet (tools as a JSON string)."""
     if isinstance(example.get("tools"), str):

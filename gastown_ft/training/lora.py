@@ -70,6 +70,7 @@ from gastown_ft.training.data import (
     piecewise_matches_full_text,
     sequences_fingerprint,
     share_prefixes,
+    spread_by_task,
     trained_weight,
 )
 from gastown_ft.training.device import Hardware, detect
@@ -174,7 +175,12 @@ class TrainingPlan:
             f"{rows_note}; {ts.dropped:,} dropped (nothing trained left within {cfg.max_seq_len} tokens),"
             f" {ts.truncated:,} truncated; longest {ts.longest:,} tokens",
             f"validation      {vs.tokens:,} tokens ({vs.trained_tokens:,} trained) in {vs.kept:,} examples;"
-            f" {vs.dropped:,} dropped",
+            f" {vs.dropped:,} dropped"
+            + (
+                f" (at most {cfg.max_validation_examples:,}, spread over tasks)"
+                if cfg.max_validation_examples
+                else ""
+            ),
             f"steps           {self.total_steps:,} optimizer steps"
             + (
                 " (max_steps)"
@@ -336,7 +342,8 @@ def plan_training(
     base_model_dir = Path(base_model_dir)
     model_config = _load_config(base_model_dir)
     tokenizer = _load_tokenizer(base_model_dir)
-    train_examples, val_examples = list(train_examples), list(val_examples)
+    train_examples = list(train_examples)
+    val_examples = spread_by_task(val_examples, cfg.max_validation_examples)
     n_examples = len(train_examples)
     if cfg.chain_examples > 1:
         train_examples = chain_conversations(train_examples, tokenizer, cfg.max_seq_len, cfg.chain_examples)
@@ -465,7 +472,7 @@ def _fingerprint(base_model_dir: Path, cfg: TrainingConfig, rows: list[dict[str,
     data."""
     h = hashlib.sha256()
     shaping = cfg.model_dump(
-        exclude={"checkpoint_every", "memory_budget_mb", "threads", "allow_network", "backend"}
+        exclude={"checkpoint_every", "memory_budget_mb", "threads", "allow_network", "backend", "yield_when"}
     )
     h.update(json.dumps(shaping, sort_keys=True, default=str).encode())
     for p in sorted(base_model_dir.iterdir()):

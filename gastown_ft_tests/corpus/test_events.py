@@ -219,3 +219,16 @@ def test_commit_of_rig_events(tmp_path):
     )
     done, sling = read(config)[0]
     assert done.commit == head and sling.commit is None
+
+
+def test_our_own_feed_reports_are_not_read_back_as_town_events(tmp_path):
+    from gastown_ft.town.feed import append_event, make_event
+
+    config, town = make_town(tmp_path)
+    feed = town / ".events.jsonl"
+    feed.write_text(event("2026-01-02T03:04:05Z", "sling", "mayor", {"bead": "gt-abc"}) + "\n")
+    append_event(feed, make_event("ft_started", "gastown-ft", {"stage": "training"}))
+    assert len(feed.read_text().splitlines()) == 2
+    docs, log = read(config)
+    assert [d.meta["type"] for d in docs] == ["sling"]
+    assert log.skipped["own_report"] == 1

@@ -61,3 +61,17 @@ def test_splits_leakage():
     leak = by_name(validate_splits({"train": rows("a", "b"), "validation": rows("b"), "test": rows()}))
     assert not leak["no_group_in_two_splits"].passed
     assert not by_name(validate_splits({"train": rows("a"), "dev": rows("z")}))["schema"].passed
+
+
+def test_validated_batches_are_not_kept():
+    """A streamed stage validates many batches: GX's execution engine would keep each one's frame."""
+    from gastown_ft.corpus.expectations import DocumentChecks, _pandas_source
+
+    checks = DocumentChecks(COLUMNS)
+    for batch in range(4):
+        checks.add(
+            [{"doc_id": f"{batch}-{i}", "text": f"ok {i}", "title": "t", "meta": "{}"} for i in range(50)]
+        )
+    engine = _pandas_source("documents").get_execution_engine()
+    assert len(engine.batch_manager.batch_data_cache) == 0
+    assert all(o.passed for o in checks.outcomes())

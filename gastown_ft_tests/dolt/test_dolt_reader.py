@@ -219,3 +219,65 @@ def test_the_dolt_section_round_trips(tmp_path):
     path.write_text(f'[town]\nroot = "{tmp_path}"\n[town.dolt]\npassword = "x"\n')
     with pytest.raises(GastownFTError, match=r"town\.dolt\.password: unknown key"):
         load_settings(path)
+
+
+@pytest.mark.mariadb
+@pytest.mark.shared
+def test_routes_give_each_bead_the_rig_the_jsonl_reader_gives(tmp_path, mariadb, gastown_db, gastown_backup):
+    root = town_with_backup(tmp_path, gastown_backup)
+    (root / "ledger" / ".beads").mkdir(parents=True)  # a second rig
+    (root / ".beads").mkdir()
+    routes = [
+        {"prefix": "gt-0", "path": "ledger"},
+        {"prefix": "gt-1", "path": "."},
+        {"prefix": "gt-", "path": "gastown"},
+    ]
+    (root / ".beads" / "routes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in routes))
+    scan = TownScan(dolt_town(root, mariadb, databases=[gastown_db]))
+    live = list(read_dolt_beads(scan, ReadLog()))
+    exported = list(read_beads(scan, ReadLog()))
+
+    assert view(live) == view(exported)  # rig and commit of each bead as the JSONL reader has them
+    ids = [d.key for d in live]
+    want = {
+        "ledger": sum(i.startswith("gt-0") for i in ids),
+        None: sum(i.startswith("gt-1") for i in ids),  # routed to the town
+        "gastown": sum(not i.startswith(("gt-0", "gt-1")) for i in ids),
+    }
+    assert {rig: sum(d.rig == rig for d in live) for rig in want} == want and all(want.values())
+    assert {d.path for d in live} == {"gastown/.beads/backup/issues.jsonl"}  # where it was read, as before
+
+
+@pytest.mark.mariadb
+@pytest.mark.shared
+def test_an_id_in_two_databases_is_read_once_as_across_files(tmp_path, mariadb, gastown_backup):
+    rows = backup_rows(gastown_backup, "issues")[:12]
+    ids = sorted(r["id"] for r in rows)
+    for database in ("alpha", "beta"):
+        load_backup(mariadb, database, gastown_backup, set(ids))
+        (tmp_path / database / ".beads").mkdir(parents=True)
+    newer, tie = ids[3], ids[7]
+    execute(
+        mariadb,
+        "beta",
+        f"UPDATE issues SET notes = 'newer in beta', updated_at = updated_at + INTERVAL 1 HOUR WHERE id = '{newer}'",
+        f"UPDATE issues SET title = CONCAT(title, ' (edited)'), updated_at = updated_at WHERE id = '{tie}'",
+    )
+    # The tie goes to the copy in the bead's home: the routes send that id to beta.
+    (tmp_path / ".beads").mkdir()
+    (tmp_path / ".beads" / "routes.jsonl").write_text(json.dumps({"prefix": tie, "path": "beta"}) + "\n")
+    log = ReadLog()
+    docs = list(read_dolt_beads(TownScan(dolt_town(tmp_path, mariadb, databases=["alpha", "beta"])), log))
+
+    assert sorted(d.key for d in docs) == ids  # each id once
+    from_beta = {d.key for d in docs if d.meta["database"] == "beta"}
+    assert from_beta == {newer, tie}
+    assert {d.key: d.rig for d in docs}[tie] == "beta" and {d.key: d.rig for d in docs}[ids[0]] == "alpha"
+    assert log.skipped["identical_duplicate_in_other_file"] == 10
+    superseded = sorted((q.reason, q.path, q.rig, q.detail) for q in log.quarantined)
+    assert [(r, p, g) for r, p, g, _ in superseded] == [
+        ("superseded_version", "alpha/.beads/backup/issues.jsonl", "alpha")
+    ] * 2
+    details = " ".join(d for *_, d in superseded)
+    assert f"the row in Dolt database alpha is another version of bead {newer}" in details
+    assert "the copy where the town's routes send the id is kept" in details

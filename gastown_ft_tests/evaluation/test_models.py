@@ -198,10 +198,19 @@ def test_eval_report_passes_when_the_gate_is_opened(tiny, tmp_path):
     assert results["passed"] and Path(results["report_path"]).read_text().startswith("# Evaluation")
     assert Path(meta["results_path"]).parent == settings.artifacts.dir / "evaluation" / adapter.parent.name
     assert results["base_model"] == str(base) and results["task_suite"]["tuned"]["cases"] > 0
-    # Answers are decoded with bf16 weights where the CPU computes bf16 natively (decode_precision auto).
+    # Answers come from llama.cpp over GGUF files where it runs (engine "auto"), a sample checked against
+    # transformers; transformers decodes with bf16 weights where the CPU computes bf16 natively
+    # (decode_precision auto).
     decoding = results["decoding"]
-    assert decoding["precision"] == ("bf16" if results["scoring"]["precision"] == "bf16" else "fp32")
-    assert f"({decoding['precision']} weights, " in Path(results["report_path"]).read_text()
+    report = Path(results["report_path"]).read_text()
+    transformers = decoding if decoding["engine"] == "transformers" else decoding["transformers"]
+    assert transformers["precision"] == ("bf16" if results["scoring"]["precision"] == "bf16" else "fp32")
+    if decoding["engine"] == "llama.cpp":
+        assert decoding["precision"] == "f16" and results["crosscheck"]["cases"] > 0
+        assert "(engine llama.cpp: f16 GGUF files" in report and "## Engine cross-check" in report
+        assert meta["engine"] == "llama.cpp"
+    else:
+        assert f"(engine transformers: {decoding['precision']} weights, " in report
     assert results["metrics"]["heldout_loss"]["tuned"] == pytest.approx(meta["heldout_loss_tuned"], rel=1e-5)
     # What the suite could not measure is recorded the same way everywhere.
     suite = results["task_suite"]

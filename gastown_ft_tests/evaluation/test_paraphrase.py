@@ -59,3 +59,19 @@ def test_no_request_uses_a_corpus_template_opener():
     for case in paraphrase_cases():
         request = case.prompt.messages[-1]["content"].lower()
         assert not any(o and request.startswith(o) for o in openers), request
+
+
+def test_a_right_answer_with_the_corpus_opening_line_fits_its_budget():
+    """The tuned model opens a tool call with a line like "Adding the dependency: `a` depends on `b`
+    (parent-child)." The budget of a bare-tool-call reference leaves room for it (measured in the
+    tokenizer's tokens: a word piece or more per 3-4 characters, so characters / 2 is an upper bound)."""
+    from gastown_ft.evaluation.run import answer_budget
+
+    for case in paraphrase_cases():
+        cmd = _reference_command(case)
+        opening = "Adding the dependency: `co-8m2` depends on `co-8m0` (parent-child).\n"
+        answer = _answer(cmd).text.replace("On it.\n", opening)
+        ref_tokens = len(case.reference["tool_calls"][0]["function"]["arguments"]) // 2 + 12
+        assert answer_budget(case.reference, ref_tokens) >= len(answer) // 2 - 8, cmd
+    with_content = {"content": "Filing it.", "tool_calls": [{"function": {"arguments": "{}"}}]}
+    assert answer_budget(with_content, 80) == 108  # its own opening line is in its length

@@ -49,7 +49,9 @@ def conversations() -> list[tuple[list[dict], list[dict] | None]]:
     ]
 
 
-def build_tiny_chat_model(out_dir: Path, *, steps: int = 150, seed: int = 0) -> Path:
+def build_tiny_chat_model(out_dir: Path, *, steps: int = 150, seed: int = 0, context: int = 512) -> Path:
+    """`context`: positions the model accepts (the agent tests need room for a whole Gas Town prompt;
+    it was trained on short conversations only, so past them it writes noise)."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -57,7 +59,7 @@ def build_tiny_chat_model(out_dir: Path, *, steps: int = 150, seed: int = 0) -> 
 
     # tools rendered as the corpus stores them (keys sorted), as serve renders a request's tools
     texts = [render(m, canonical_tools(t)) for m, t in conversations()]
-    tok = train_tokenizer(texts * 20, vocab_size=400, model_max_length=512)
+    tok = train_tokenizer(texts * 20, vocab_size=400, model_max_length=context)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tok),
@@ -66,7 +68,7 @@ def build_tiny_chat_model(out_dir: Path, *, steps: int = 150, seed: int = 0) -> 
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,
-        max_position_embeddings=512,
+        max_position_embeddings=context,
         tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,

@@ -27,6 +27,8 @@ from gastown_ft.training.data import (
     full_text_ids,
     pack,
     piecewise_matches_full_text,
+    spread_by_task,
+    spread_evenly,
     trained_weight,
 )
 from gastown_ft.training.tokenizer import train_tokenizer
@@ -405,3 +407,21 @@ def test_chaining_respects_max_seq_len_and_weights(tokenizer):
     for conv in chain_conversations(heavy, tokenizer, 4096, 8):
         ids = conv["example_id"].split("+")
         assert len({e["weight"] for e in heavy if e["example_id"] in ids}) == 1  # one weight a chain
+
+
+def test_spread_evenly_keeps_the_ends_and_order():
+    assert spread_evenly(list(range(10)), 4) == [0, 3, 6, 9]
+    assert spread_evenly(list(range(3)), 5) == [0, 1, 2]
+    assert spread_evenly(list(range(10)), None) == list(range(10))
+    assert spread_evenly(list(range(10)), 1) == [0]
+
+
+def test_spread_by_task_shares_the_cap_over_tasks_small_ones_first():
+    examples = [{"task": "big", "i": i} for i in range(20)] + [{"task": "small", "i": i} for i in range(2)]
+    examples += [{"task": "mid", "i": i} for i in range(6)]
+    picked = spread_by_task(examples, 9)
+    counts = {t: sum(1 for e in picked if e["task"] == t) for t in ("big", "small", "mid")}
+    assert counts == {"big": 3, "small": 2, "mid": 4}
+    assert picked == [e for e in examples if e in picked]  # the examples' own order
+    assert [e["i"] for e in picked if e["task"] == "big"] == [0, 10, 19]
+    assert spread_by_task(examples, 100) == examples

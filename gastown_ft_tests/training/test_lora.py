@@ -95,6 +95,15 @@ def test_dry_run_plan_counts_tokens_steps_parameters_and_estimates(base_dir):
     assert "memory budget" in text and "ok" in text
 
 
+def test_plan_scores_at_most_max_validation_examples(base_dir):
+    val = [chat(i) for i in range(18, 26)]
+    full = plan_training(base_dir, [chat(0)], val, small_cfg())
+    capped = plan_training(base_dir, [chat(0)], val, small_cfg(max_validation_examples=3))
+    assert full.val_stats.kept == 8 and capped.val_stats.kept == 3
+    assert "at most 3, spread over tasks" in capped.describe()
+    assert capped.fingerprint != full.fingerprint  # a resumed run never mixes the two curves
+
+
 def test_plan_names_an_unknown_target_module(base_dir):
     with pytest.raises(GastownFTError, match="matches no linear layer"):
         plan_training(base_dir, [chat(0)], [], small_cfg(target_modules=["nope"]))
