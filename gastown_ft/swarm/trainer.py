@@ -31,6 +31,7 @@ from gastown_ft.swarm.keys import SwarmKey
 from gastown_ft.swarm.manifest import RunManifest, check_compatible, fetch_manifest, publish_manifest
 from gastown_ft.swarm.members import announce, listed, wait_for_peers
 from gastown_ft.swarm.network import start_dht, visible_maddrs
+from gastown_ft.training.allocator import TRIM_EVERY, release_freed_memory
 from gastown_ft.training.lora import (
     STATE_FILE,
     LRSchedule,
@@ -335,6 +336,8 @@ def _train(
         before, t0 = opt.local_epoch, time.perf_counter()
         opt.step(batch_size=len(taken))
         opt.zero_grad()
+        if opt.local_epoch > before and opt.local_epoch % TRIM_EVERY == 0:  # as the local loop does
+            release_freed_memory()
         if sync_with:
             _await_tracker(opt, sync_with, sync_timeout_s, should_stop)
             sync_with = 0

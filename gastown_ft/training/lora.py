@@ -57,6 +57,7 @@ from typing import Any
 
 from gastown_ft.config import TrainingConfig
 from gastown_ft.errors import GastownFTError
+from gastown_ft.training.allocator import TRIM_EVERY, release_freed_memory
 from gastown_ft.training.data import (
     IGNORE_INDEX,
     EncodeStats,
@@ -1139,6 +1140,8 @@ def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            if step % TRIM_EVERY == 0:  # else the heap grows with every differently shaped batch
+                release_freed_memory()
             train_loss.append(step_loss)
             rng_snapshot = _rng_snapshot()
             updating = False

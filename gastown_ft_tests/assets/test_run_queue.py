@@ -36,6 +36,17 @@ def test_a_second_training_run_waits_in_the_queue(tmp_path):
     try:
         assert materialize_assets(settings, instance, asset_names_through("corpus_splits")).success
         bin_dir = Path(sys.executable).parent
+        # Both runs are queued before the daemon starts: on a busy machine a launch can take longer
+        # than the tiny training, and the first run would be done before the second was queued.
+        for _ in range(2):
+            launched = subprocess.run(
+                [str(bin_dir / "dagster"), "job", "launch", "-m", "gastown_ft.definitions", "-j", "train"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            assert launched.returncode == 0, launched.stderr[-2000:]
         daemon = subprocess.Popen(
             [str(bin_dir / "dagster-daemon"), "run", "-m", "gastown_ft.definitions"],
             env=env,
@@ -44,23 +55,6 @@ def test_a_second_training_run_waits_in_the_queue(tmp_path):
             start_new_session=True,
         )
         try:
-            for _ in range(2):
-                launched = subprocess.run(
-                    [
-                        str(bin_dir / "dagster"),
-                        "job",
-                        "launch",
-                        "-m",
-                        "gastown_ft.definitions",
-                        "-j",
-                        "train",
-                    ],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=180,
-                )
-                assert launched.returncode == 0, launched.stderr[-2000:]
             one_waiting = False
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
