@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gastown_ft.evaluation.generate import Generation, Prompt
+from gastown_ft.training.data import spread_evenly
 
 ANSWER_CHARS = 600  # of each differing answer kept in the results
 
@@ -32,14 +33,6 @@ class Answered:
     score: Callable[[Generation], bool]
 
 
-def _spread(items: list[Any], n: int) -> list[Any]:
-    if len(items) <= n:
-        return items
-    if n <= 1:
-        return items[:n]
-    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
-
-
 def sample(cases: Sequence[Answered], n: int) -> list[int]:
     """Indices of `n` cases spread over their groups: a case from each of `n` evenly spaced groups,
     and when there are fewer groups than `n`, a second case from each, and so on."""
@@ -51,7 +44,7 @@ def sample(cases: Sequence[Answered], n: int) -> list[int]:
     depth = 0
     while len(picked) < want:
         left = [g for g in groups.values() if depth < len(g)]
-        picked += [g[depth] for g in _spread(left, want - len(picked))]
+        picked += [g[depth] for g in spread_evenly(left, want - len(picked))]
         depth += 1
     return sorted(picked)
 

@@ -12,14 +12,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from gastown_ft.training.data import IGNORE_INDEX, encode_examples
+from gastown_ft.training.data import IGNORE_INDEX, encode_examples, spread_evenly
 from gastown_ft.training.lora import evaluate_loss
-
-
-def _spread(items: list[Any], n: int) -> list[Any]:
-    if len(items) <= n:
-        return items
-    return [items[round(i * (len(items) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 else items[:1]
 
 
 def encode_by_task(
@@ -31,7 +25,7 @@ def encode_by_task(
         by_task[ex.get("task") or "unknown"].append(ex)
     out = {}
     for task in sorted(by_task):
-        seqs, _stats = encode_examples(_spread(by_task[task], max_per_task), tokenizer, max_seq_len)
+        seqs, _stats = encode_examples(spread_evenly(by_task[task], max_per_task), tokenizer, max_seq_len)
         if seqs:
             out[task] = seqs
     return out

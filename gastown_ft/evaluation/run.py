@@ -27,15 +27,10 @@ from gastown_ft.evaluation.promptfoo import CaseResult, JavaScript, Suite, load_
 from gastown_ft.evaluation.promptfoo import summarize as summarize_patrol
 from gastown_ft.evaluation.tasks import build_task_suite, reference_text, score_case, suite_coverage
 from gastown_ft.evaluation.tasks import summarize as summarize_tasks
+from gastown_ft.training.data import spread_evenly
 
 VARIANTS = ("base", "tuned")
 Log = Callable[[str], None]
-
-
-def _spread(items: list[Any], n: int | None) -> list[Any]:
-    if n is None or len(items) <= n:
-        return items
-    return [items[round(i * (len(items) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 else items[:1]
 
 
 def run_patrol_suite(
@@ -51,7 +46,7 @@ def run_patrol_suite(
     """Each case's greedy answer by `variant` (a loaded model answers on transformers), scored by its
     asserts; and the summary (accuracy)."""
     decoder = TransformersDecoder(loaded) if isinstance(loaded, LoadedModel) else loaded
-    cases = _spread(suite.cases, max_cases)
+    cases = spread_evenly(suite.cases, max_cases)
     gens = decoder.generate(
         [Prompt(c.messages) for c in cases],
         variant=variant,

@@ -37,6 +37,7 @@ from typing import Any
 from gastown_ft.corpus.formulas import FormulaError, parse_formula
 from gastown_ft.corpus.grammar import command_info, extract_commands, validate_command
 from gastown_ft.evaluation.generate import Generation, Prompt
+from gastown_ft.training.data import spread_evenly
 
 COMMAND_TASKS = ("bead_create", "bead_update", "bead_close", "bead_deps", "formula_vars")
 EXACT_TASKS = ("formula_next_step", "formula_steps", "bead_triage")
@@ -85,13 +86,6 @@ def _family(example: dict[str, Any]) -> str | None:
     return None
 
 
-def _spread(items: list[Any], n: int) -> list[Any]:
-    """At most n items, evenly spread (first one always), in their order."""
-    if len(items) <= n:
-        return items
-    return [items[round(i * (len(items) - 1) / max(1, n - 1))] for i in range(n)] if n > 1 else items[:1]
-
-
 def build_task_suite(examples: Sequence[dict[str, Any]], max_cases_per_task: int) -> list[TaskCase]:
     """The checkable cases of the test split, at most `max_cases_per_task` per task."""
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -103,7 +97,7 @@ def build_task_suite(examples: Sequence[dict[str, Any]], max_cases_per_task: int
             by_task[ex["task"]].append(ex)
     cases = []
     for task in sorted(by_task):
-        for ex in _spread(by_task[task], max_cases_per_task):
+        for ex in spread_evenly(by_task[task], max_cases_per_task):
             cases.append(
                 TaskCase(
                     case_id=f"{task}:{ex.get('example_id') or len(cases)}",
