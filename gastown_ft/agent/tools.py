@@ -105,31 +105,7 @@ class ToolRunner:
     def _bash(self, call: ToolCall, command: str, step: int) -> ToolOutcome:
         verdict = self.policy.check(command)
         outcome = self._gate(verdict)
-        if outcome in ("ran", "confirmed"):
-            result = self.executor.run(command)
-            self.log.record(
-                step=step,
-                tool="Bash",
-                command=command,
-                decision=verdict.decision,
-                rules=verdict.rules,
-                reason=verdict.reason,
-                outcome=outcome,
-                exit_code=result.exit_code,
-            )
-            output = result.output if result.output.strip() else "(no output)"
-            if result.exit_code:
-                output = f"{output.rstrip()}\n[exit code {result.exit_code}]"
-            return ToolOutcome(
-                call,
-                command,
-                output,
-                verdict.decision,
-                outcome,
-                result.exit_code,
-                finished=result.exit_code == 0 and _is_gt_done(command),
-                reason=verdict.reason,
-            )
+        result = self.executor.run(command) if outcome in ("ran", "confirmed") else None
         self.log.record(
             step=step,
             tool="Bash",
@@ -138,9 +114,24 @@ class ToolRunner:
             rules=verdict.rules,
             reason=verdict.reason,
             outcome=outcome,
+            exit_code=result.exit_code if result is not None else None,
         )
+        if result is None:
+            return ToolOutcome(
+                call, command, _refusal(verdict, outcome), verdict.decision, outcome, reason=verdict.reason
+            )
+        output = result.output if result.output.strip() else "(no output)"
+        if result.exit_code:
+            output = f"{output.rstrip()}\n[exit code {result.exit_code}]"
         return ToolOutcome(
-            call, command, _refusal(verdict, outcome), verdict.decision, outcome, reason=verdict.reason
+            call,
+            command,
+            output,
+            verdict.decision,
+            outcome,
+            result.exit_code,
+            finished=result.exit_code == 0 and _is_gt_done(command),
+            reason=verdict.reason,
         )
 
     def _read(self, call: ToolCall, args: dict, step: int) -> ToolOutcome:
