@@ -147,7 +147,7 @@ def child_corpus(p: dict) -> dict:
         tc = TownConfig(root=town.root, claude_projects_dir=town.claude_projects_dir)
         for src in SOURCES:
             stages.read_stage(tc, store, src)
-        stages.scrub_stage(store)
+        stages.scrub_stage(store, town_root=town.root)
         corpus = CorpusConfig()
         stages.pairs_stage(store, corpus)
         stages.splits_stage(store, corpus)

@@ -204,7 +204,7 @@ def prepare(work: Path, embedded: bool = True) -> tuple[Path | None, Path, int |
     tc = TownConfig(root=town.root, claude_projects_dir=town.claude_projects_dir)
     for src in SOURCES:
         stages.read_stage(tc, store, src)
-    stages.scrub_stage(store)
+    stages.scrub_stage(store, town_root=town.root)
     st, _, _ = stages.pairs_stage(store, CorpusConfig())
     pairs = store.path("corpus", "instruction_pairs")
     if not embedded:

@@ -48,7 +48,9 @@ def _results(outcomes: list[CheckOutcome]) -> list[AssetCheckResult]:
 @reports_to_town("corpus", announce_success=False)
 def scrubbed_documents(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
     cfg = settings.load()
-    s, outcomes = scrub_stage(settings.store(), reuse=cfg.corpus.reuse, identities=cfg.scrub)
+    s, outcomes = scrub_stage(
+        settings.store(), reuse=cfg.corpus.reuse, identities=cfg.scrub, town_root=cfg.town.root
+    )
     mb_s = s["bytes_in"] / 1e6 / s["seconds"] if s["seconds"] else 0.0
     context.log.info(
         f"scrubbed {s['rows']} documents ({s['bytes_in'] / 1e6:.2f} MB, {mb_s:.1f} MB/s); "

@@ -62,6 +62,8 @@ from typing import TYPE_CHECKING
 
 import phonenumbers
 
+from gastown_ft.corpus.town_paths import encode_project_dir, root_variants
+
 if TYPE_CHECKING:
     from gastown_ft.corpus.identities import IdentityMap
 
@@ -540,6 +542,32 @@ def _is_placeholder_value(v: str) -> bool:
 # The scrubber
 
 
+TOWN_ROOT_AS = "~/gt"
+
+
+def town_root_spellings(root: Path) -> tuple[str, ...]:
+    """The ways a town root shows up in its files: as configured (absolute) and with links resolved."""
+    return tuple(str(p) for p in root_variants(root))
+
+
+def _town_root_pattern(roots: Sequence[str]) -> re.Pattern[str] | None:
+    """One pattern for every spelling of the town roots, longest first; a root must end at a path
+    boundary (`/tmp/town` is not a prefix of `/tmp/town2`)."""
+    if not roots:
+        return None
+
+    def alts(forms: set[str]) -> str:
+        return "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+
+    absolute = alts(set(roots))
+    encoded = alts({encode_project_dir(r) for r in roots})
+    return re.compile(rf"(?<![\w.\-])(?:{absolute})(?![\w.\-])|(?<![A-Za-z0-9])(?:{encoded})(?![A-Za-z0-9])")
+
+
+def _town_root_replacement(m: re.Match[str]) -> str:
+    return TOWN_ROOT_AS if m.group(0).startswith("/") else encode_project_dir(TOWN_ROOT_AS)
+
+
 class Scrubber:
     """Scrub secrets and personal data from text. Build once; `scrub` is stateless across calls.
 
@@ -552,6 +580,9 @@ class Scrubber:
     phone_region: the region for numbers written without a country code.
     identities: people learned from the whole corpus (identities.IdentityMap); each of their forms
         becomes its `person-N` placeholder. None: only the per-document detectors run.
+    town_roots: the town's absolute root (and its resolved form): every path under it is written
+        under `~/gt` (Gas Town's default root), also in Claude Code's project-dir spelling, so a town
+        gives the same corpus, example ids and training order wherever it lives.
     """
 
     def __init__(
@@ -566,6 +597,7 @@ class Scrubber:
         generic_users: Iterable[str] = _GENERIC_USERS,
         phone_region: str = "US",
         identities: IdentityMap | None = None,
+        town_roots: Iterable[str] = (),
     ) -> None:
         self.emails = emails
         self.phones = phones
@@ -581,6 +613,10 @@ class Scrubber:
         self.identities = identities
         # What the scrubbed text depends on (the stage's cache key reads the plain attributes).
         self.identity_fingerprint = identities.fingerprint if identities is not None else ""
+        self.town_roots = tuple(sorted({r.rstrip("/") for r in town_roots if r.strip("/")}))
+        self._town_root = _town_root_pattern(self.town_roots)
+        # the gate: a substring test per spelling is far cheaper than the pattern on every text
+        self._town_root_needles = tuple({f for r in self.town_roots for f in (r, encode_project_dir(r))})
 
     def with_identities(self, identities: IdentityMap | None) -> Scrubber:
         """A copy of this scrubber that also replaces the people of `identities`."""
@@ -597,6 +633,9 @@ class Scrubber:
         spans: list[tuple[int, int, int, str, str]] = []  # (start, end, priority, kind, key)
         unsafe: list[str] = []
         add = spans.append
+        moved = 0
+        if self._town_root is not None and any(n in text for n in self._town_root_needles):
+            text, moved = self._town_root.subn(_town_root_replacement, text)
 
         gated = self._tokens(text, add)
         if "PRIVATE KEY" in text or "PuTTY-User-Key-File-" in text:
@@ -630,6 +669,8 @@ class Scrubber:
             out, counts = self._apply(text, spans)
         else:
             out, counts = text, Counter()
+        if moved:
+            counts["town_root"] += moved
         if not unsafe and (gated or "PRIVATE KEY" in text):
             residual = self._residual(out)
             if residual:
@@ -888,7 +929,7 @@ class Scrubber:
         if "-home-" in text or "-Users-" in text:
             # Claude Code project dirs: /home/alice.b/gt -> -home-alice-b-gt ("/", "." and "_" -> "-")
             encoded = sorted(
-                {(re.sub(r"[^A-Za-z0-9]", "-", u), u) for u in known if not u.isalnum()},
+                {(encode_project_dir(u), u) for u in known if not u.isalnum()},
                 key=lambda x: -len(x[0]),
             )
             for m in _ENC_HOME.finditer(text):

@@ -58,7 +58,7 @@ from gastown_ft.corpus.pairs_reuse import (
     verified_state,
 )
 from gastown_ft.corpus.scan import TownScan
-from gastown_ft.corpus.scrub import Scrubber
+from gastown_ft.corpus.scrub import Scrubber, town_root_spellings
 from gastown_ft.corpus.scrubbing import RedactionReport, scrub_row
 from gastown_ft.corpus.sources import READERS, claimed_by_any_reader
 from gastown_ft.corpus.splits import SPLITS, assign_groups, coverage_summary, write_split_tables
@@ -309,12 +309,14 @@ def scrub_stage(
     *,
     reuse: bool = True,
     identities: ScrubConfig | None = None,
+    town_root: Path | None = None,
 ) -> tuple[dict[str, Any], list[CheckOutcome]]:
     """Scrub every raw table; with `reuse`, rows scrubbed in an earlier build (same row, same scrubber
     code and settings) are taken from the cache, so only new or changed rows are scrubbed and checked.
 
     First the people of all raw tables are learned (`identities`, default: `[scrub]` defaults); the
     learned map is part of the scrubber's settings, so a new person means every row is scrubbed again.
+    Paths under `town_root` are written under `~/gt` (see Scrubber's town_roots).
     Rows are read, scrubbed and written a batch at a time."""
     started = time.perf_counter()
     cfg = identities or ScrubConfig()
@@ -326,7 +328,9 @@ def scrub_stage(
         extra_names=cfg.extra_names,
         reuse=reuse,
     )
-    scrubber = (scrubber or Scrubber()).with_identities(people)
+    if scrubber is None:
+        scrubber = Scrubber(town_roots=town_root_spellings(town_root) if town_root else ())
+    scrubber = scrubber.with_identities(people)
     version = scrub_version(scrubber)
     report = RedactionReport()
     quarantined: list[Quarantined] = []

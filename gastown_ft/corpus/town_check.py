@@ -27,7 +27,7 @@ from pathlib import Path
 from gastown_ft.config import TownConfig
 from gastown_ft.corpus.documents import SOURCES
 from gastown_ft.corpus.scan import TOWN_DIRS
-from gastown_ft.corpus.transcripts import encode_project_dir
+from gastown_ft.corpus.town_paths import encode_project_dir, root_variants
 from gastown_ft.errors import GastownFTError
 
 TOWN_FILE_SOURCES = frozenset({"formulas", "beads", "conventions", "events"})  # read from the root
@@ -85,19 +85,8 @@ class TownCheck:
         return out
 
 
-def _root_variants(root: Path) -> list[Path]:
-    # as the transcripts reader matches them: the path as configured, and resolved through symlinks
-    p = Path(os.path.expanduser(str(root))).absolute()
-    out = [p]
-    try:
-        r = p.resolve()
-    except OSError:
-        return out
-    return out if r == p else [p, r]
-
-
 def transcript_prefixes(root: Path) -> list[str]:
-    return [encode_project_dir(p) for p in _root_variants(root)]
+    return [encode_project_dir(p) for p in root_variants(root)]
 
 
 def transcript_folders(cfg: TownConfig) -> tuple[list[Path], int]:

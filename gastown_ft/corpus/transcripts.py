@@ -52,6 +52,7 @@ from gastown_ft.corpus.documents import Document, ReadLog
 from gastown_ft.corpus.files import SNIFF_BYTES, check_file, file_mtime, looks_binary, os_error_reason
 from gastown_ft.corpus.roles import role_from_path, role_from_text
 from gastown_ft.corpus.scan import SKIP_DIRS, TownScan
+from gastown_ft.corpus.town_paths import encode_project_dir, root_variants
 from gastown_ft.corpus.transcript_context import (
     COMPACT_SUMMARY,
     as_context,
@@ -189,24 +190,6 @@ def decode_line(data: bytes) -> tuple[str, bool]:
 
 
 # -- finding the files ------------------------------------------------------------------------------
-def encode_project_dir(path: str | os.PathLike) -> str:
-    """Claude Code's directory name for a cwd: every character outside [A-Za-z0-9] becomes '-'."""
-    return re.sub(r"[^A-Za-z0-9]", "-", str(path))
-
-
-def _root_variants(root: Path) -> list[Path]:
-    out: list[Path] = []
-    for p in (Path(os.path.expanduser(str(root))).absolute(),):
-        out.append(p)
-        try:
-            r = p.resolve()
-        except OSError:
-            continue
-        if r != p:
-            out.append(r)
-    return out
-
-
 def is_transcript_candidate(path: Path) -> bool:
     """A file of the town walk this reader may take (content is checked before reading)."""
     return path.suffix == ".jsonl" and "/.claude/projects/" in Path(path).as_posix()
@@ -305,7 +288,7 @@ def transcript_files(scan: TownScan, log: ReadLog) -> list[tuple[Path, str]]:
     found: list[tuple[Path, str]] = []
     base = Path(os.path.expanduser(str(cfg.claude_projects_dir)))
     if base.is_dir():
-        prefixes = {encode_project_dir(r) for r in _root_variants(scan.root)}
+        prefixes = {encode_project_dir(r) for r in root_variants(scan.root)}
         try:
             projects = sorted(os.scandir(base), key=lambda e: e.name)
         except OSError as e:
@@ -1269,7 +1252,7 @@ def _in_town(scan: TownScan, cwd: str | None) -> tuple[bool | None, tuple[str, .
     if not cwd:
         return None, ()
     path = Path(os.path.normpath(cwd))
-    for root in _root_variants(scan.root):
+    for root in root_variants(scan.root):
         try:
             return True, path.relative_to(root).parts
         except ValueError:
