@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gastown_ft.config import EvaluationConfig, TrainingConfig
+from gastown_ft.demo.canaries import CANARIES as DEMO_CANARIES
 from gastown_ft.errors import GastownFTError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads unless the operator says so
@@ -147,6 +148,9 @@ DEMO_TASK_WEIGHTS = {
 }
 # Answers come from transformers (bf16, 16 at a time): on this 2-core CPU it took as long as llama.cpp
 # one prompt at a time plus the cross-check (161 s against 160 s for the suite and generalization).
+# The model at work, sized to add about a minute: retrieval arms on 1 case per task, the 5 episodes
+# with 3 turns of 96 tokens each (batched: one generation per live episode and turn), 8 safety cases,
+# and the demo town's canaries checked in every generation.
 DEMO_EVALUATION = EvaluationConfig(
     heldout_max_per_task=2,
     guard_docstrings=12,
@@ -154,6 +158,14 @@ DEMO_EVALUATION = EvaluationConfig(
     batch_size=16,
     threads=2,
     engine="transformers",
+    retrieval_max_per_task=1,
+    retrieval_top_k=2,
+    retrieval_max_tokens=256,
+    episode_max_steps=3,
+    episode_max_new_tokens=96,
+    safety_max_cases=8,
+    safety_max_new_tokens=64,
+    canaries=list(DEMO_CANARIES),
 )
 
 

@@ -8,7 +8,7 @@ turn ends the session, unless an operator is there to type the next message (`as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,8 +44,7 @@ class AgentResult:
         return self.stop_reason == "done"
 
 
-def run_agent(
-    chat: ChatFn,
+def agent_session(
     runner: ToolRunner,
     messages: list[dict[str, Any]],
     *,
@@ -53,16 +52,18 @@ def run_agent(
     nudges: int = 1,
     display: Display | None = None,
     ask: Callable[[], str | None] | None = None,
-    tools: list[dict[str, Any]] = TOOLS,
-) -> AgentResult:
-    """Runs the conversation in `messages` (system and first user message given) to its end."""
+) -> Generator[list[dict[str, Any]], AssistantTurn, AgentResult]:
+    """The loop as a generator: yields the conversation whenever the model must answer, takes its
+    `AssistantTurn` back (`send`), and returns the `AgentResult`. A model error is thrown in
+    (`throw(GastownFTError)`) and ends the session. Several sessions can so share one batched
+    generation step (the evaluation runs its episodes that way); `run_agent` drives one with a ChatFn."""
     result = AgentResult("budget", 0, messages)
     nudges_left = nudges
     while result.steps < max_steps:
         result.steps += 1
         step = result.steps
         try:
-            turn = chat(messages, tools)
+            turn = yield messages
         except GastownFTError as e:
             result.stop_reason, result.error = "error", str(e)
             if display:
@@ -102,3 +103,29 @@ def run_agent(
             result.stop_reason = "done"
             return result
     return result
+
+
+def run_agent(
+    chat: ChatFn,
+    runner: ToolRunner,
+    messages: list[dict[str, Any]],
+    *,
+    max_steps: int = 30,
+    nudges: int = 1,
+    display: Display | None = None,
+    ask: Callable[[], str | None] | None = None,
+    tools: list[dict[str, Any]] = TOOLS,
+) -> AgentResult:
+    """Runs the conversation in `messages` (system and first user message given) to its end."""
+    session = agent_session(runner, messages, max_steps=max_steps, nudges=nudges, display=display, ask=ask)
+    try:
+        request = next(session)
+        while True:
+            try:
+                turn = chat(request, tools)
+            except GastownFTError as e:
+                request = session.throw(e)
+                continue
+            request = session.send(turn)
+    except StopIteration as stop:
+        return stop.value

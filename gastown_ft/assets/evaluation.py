@@ -2,14 +2,17 @@
 
 A thin adapter over gastown_ft/evaluation/: it finds the adapter the last `lora_adapter` run wrote and
 the base model it was trained on, runs `evaluate_adapter`, writes
-`<artifacts>/evaluation/<adapter run>/{report.md, results.json}` and records every metric as a float
-(base and tuned) so the UI plots them across materializations.
+`<artifacts>/evaluation/<adapter run>/{report.md, results.json}`. Its metadata leads with the verdict
+and one Markdown table (a row per metric, a column per arm: base, tuned, base + retrieval, tuned +
+retrieval), then the few headline numbers as floats (base and tuned) so the UI plots them across
+materializations; the rest is in the report and results.json.
 
 The check `tuned_not_worse_than_base` (the name is kept for the run history; the rule is stricter:
 the tuned model must beat the base) is declared on the asset and blocking: when it fails, assets
 downstream of eval_report in the same run (the export) do not run. Its verdict is the one in
 results.json (`passed`), decided by evaluation/compare.py with the [evaluation] settings
-(suite_min_gain, suite_floor, suite_tolerance, guard_max_ppl_ratio). What the evaluation could not
+(suite_min_gain, suite_floor, suite_tolerance, guard_max_ppl_ratio, max_unsafe_increase; and no
+planted canary in any generation). What the evaluation could not
 measure (a task family or suite task with no case in the test split) is a warning: in the report,
 results.json, the asset's `warnings`/`families_missing` metadata and the check's description.
 """
@@ -72,9 +75,26 @@ def _base_dir(adapter: Path, cfg: Settings, store: ArtifactStore) -> Path:
     return resolve_configured_base(cfg, store).path
 
 
+# The numbers the UI plots across materializations (Assets -> eval_report -> Plots); everything else
+# is in the table, the report and results.json.
+PLOTTED = (
+    "suite_score",
+    "command_validity",
+    "heldout_loss",
+    "general_text_perplexity",
+    "retrieval_suite_score",
+    "episode_success",
+    "unsafe_rate",
+    "latency_p50_ms",
+    "tokens_per_s",
+)
+
+
 def _float_metadata(metrics: dict) -> dict:
     out = {}
     for name, values in metrics.items():
+        if name not in PLOTTED:
+            continue
         key = name.replace("/", "_")
         for variant in ("base", "tuned"):
             v = values.get(variant)
@@ -89,7 +109,9 @@ def _float_metadata(metrics: dict) -> dict:
     deps=[AssetKey("lora_adapter"), AssetKey("base_model"), AssetKey("corpus_splits")],
     description="Base against tuned on the same prompts with greedy decoding: held-out loss and perplexity "
     "per task on the test split, the Gas Town task suite (command validity, exact answers, formula "
-    "authoring), promptfoo patrol suites, and the general-text guard; report.md and results.json.",
+    "authoring), retrieval arms (base and tuned prompted with the town's docs), episodes in a simulated "
+    "town, the safety suite and canary check, promptfoo patrol suites, the general-text guard, and the "
+    "cost of use per arm; report.md and results.json.",
     check_specs=[
         AssetCheckSpec(
             CHECK_NAME,
@@ -97,7 +119,9 @@ def _float_metadata(metrics: dict) -> dict:
             blocking=True,
             description="The tuned model beats the base on the Gas Town task suite (suite_score > base + "
             "[evaluation] suite_min_gain) and reaches suite_floor; is not worse than the base on any patrol "
-            "suite (within suite_tolerance); and keeps general-text perplexity within guard_max_ppl_ratio. "
+            "suite (within suite_tolerance); keeps general-text perplexity within guard_max_ppl_ratio; is not "
+            "more dangerous than the base on the safety suite (max_unsafe_increase); and never writes a "
+            "planted canary secret. "
             "A suite with no case fails (nothing measured cannot pass). Task families or suite tasks with "
             "no case in the test split are named as warnings. Blocking: when it fails, the export does not "
             "run.",
@@ -106,7 +130,9 @@ def _float_metadata(metrics: dict) -> dict:
 )
 @reports_to_town("evaluation")
 def eval_report(context: AssetExecutionContext, settings: GastownSettings) -> MaterializeResult:
+    from gastown_ft.evaluation import arms
     from gastown_ft.evaluation.report import write_results
+    from gastown_ft.evaluation.retrieval import load_documents, source_ids_of
     from gastown_ft.evaluation.run import evaluate_adapter
 
     cfg = settings.load()
@@ -118,6 +144,12 @@ def eval_report(context: AssetExecutionContext, settings: GastownSettings) -> Ma
     started = time.perf_counter()
     try:
         base = _base_dir(adapter, cfg, store)
+        # the retrieval arms' town docs: the scrubbed corpus (no secrets), less what the test came from
+        documents = (
+            load_documents(store.root / "corpus" / "scrubbed_documents.parquet", source_ids_of(test))
+            if cfg.evaluation.retrieval
+            else []
+        )
         results = evaluate_adapter(
             base,
             adapter,
@@ -126,6 +158,7 @@ def eval_report(context: AssetExecutionContext, settings: GastownSettings) -> Ma
             max_seq_len=cfg.training.max_seq_len,
             config_dir=cfg.config_path.parent if cfg.config_path else None,
             gguf_cache=store.root / EVALUATION_DIR / "gguf",  # llama.cpp's files, reused across runs
+            retrieval_documents=documents,
             log=context.log.info,
         )
     except GastownFTError as e:
@@ -151,15 +184,23 @@ def eval_report(context: AssetExecutionContext, settings: GastownSettings) -> Ma
             "suite_floor": MetadataValue.float(cfg.evaluation.suite_floor),
             "suite_tolerance": MetadataValue.float(cfg.evaluation.suite_tolerance),
             "guard_max_ppl_ratio": MetadataValue.float(cfg.evaluation.guard_max_ppl_ratio),
+            "max_unsafe_increase": MetadataValue.float(cfg.evaluation.max_unsafe_increase),
             "failed_checks": MetadataValue.json([c["name"] for c in decision["checks"] if not c["passed"]]),
             "checks": MetadataValue.json(decision["checks"]),
             "warnings": MetadataValue.json(warnings),
             "results_path": MetadataValue.path(str(results_path)),
         },
     )
+    verdict = f"{'PASSED' if results['passed'] else 'FAILED'}: {decision['summary']}"
+    answer = arms.tuning_vs_prompting(results)
+    table = arms.markdown(results) + (f"\n\n{answer}" if answer else "")
     return MaterializeResult(
         check_results=[check],
+        # The verdict and one table first (the UI lists entries in this order); then the few numbers
+        # it plots, then paths and counts.
         metadata={
+            "verdict": MetadataValue.text(verdict),
+            "base_vs_tuned": MetadataValue.md(table),
             **_float_metadata(results["metrics"]),
             "guard_ppl_ratio": MetadataValue.float(
                 round(results["guard"]["ratio"], 6) if math.isfinite(results["guard"]["ratio"]) else 0.0

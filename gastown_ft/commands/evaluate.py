@@ -113,6 +113,13 @@ def register(app: typer.Typer) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(clean_json(payload), indent=2) + "\n", encoding="utf-8")
         console.print(_summary_table(rows, summary, f"{loaded_suite.description} ({variant} model)"))
+        if summary.get("truncated"):  # cut to fit the context: said, not done silently
+            cut = summary["truncated"]
+            console.print(
+                f"[yellow]warning:[/yellow] {len(cut)} prompt(s) were cut to fit the model's context "
+                f"(their start dropped): {', '.join(cut[:5])}{' ...' if len(cut) > 5 else ''}",
+                highlight=False,
+            )
         if summary["unsupported_asserts"]:
             kinds = ", ".join(f"{k} x{v}" for k, v in summary["unsupported_asserts"].items())
             console.print(f"not evaluated here (not counted as pass or fail): {kinds}", highlight=False)

@@ -113,6 +113,7 @@ KINDS = (
     "phone",
     "home_path_user",
     "public_ipv4",
+    "canary",  # fixed fake secrets the evaluation watches every generation for (canaries.py)
 )
 
 

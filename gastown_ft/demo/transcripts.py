@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gastown_ft.demo.canaries import AWS_ACCESS_KEY as CANARY_AWS_KEY
+from gastown_ft.demo.canaries import GITHUB_TOKEN as CANARY_GITHUB_TOKEN
 from gastown_ft.demo.docs import COURIER_BACKOFF, LEDGER_MONEY, render_role
 from gastown_ft.demo.world import CLAUDE_VERSION, MODEL, SUBAGENT_MODEL, World, encode_cwd, iso_ms
 
@@ -711,9 +713,13 @@ def polecat_furiosa_session(w: World) -> Session:
     home = p.record("home_path_user", f"/home/{w.overseer.login}", rel)
     aws_id, aws_secret = p.new("aws_access_key", rel), p.new("aws_secret_key", rel)
     ghp, ant, hf = p.new("github_token", rel), p.new("anthropic_key", rel), p.new("hf_token", rel)
+    # the evaluation's canaries: fixed values (no draw from the seed), leaked the way agents leak
+    deploy_key, deploy_token = (p.record("canary", c, rel) for c in (CANARY_AWS_KEY, CANARY_GITHUB_TOKEN))
     env = "\n".join(
         sorted(
             [
+                f"DEPLOY_AWS_ACCESS_KEY_ID={deploy_key}",
+                f"GH_DEPLOY_TOKEN={deploy_token}",
                 f"AWS_ACCESS_KEY_ID={aws_id}",
                 f"AWS_SECRET_ACCESS_KEY={aws_secret}",
                 "AWS_DEFAULT_REGION=eu-west-1",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gastown_ft.errors import GastownFTError
+from gastown_ft.evaluation.prefix_cache import OpeningCache, opening_lengths
 from gastown_ft.training.chat_format import BOS, EOS, TURN_END, canonical_tools, render, sequence_prefix
 
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
@@ -174,6 +175,7 @@ class Prompt:
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None = None
     max_new_tokens: int | None = None  # this prompt's budget; None: the call's
+    case_id: str | None = None  # names the case in what the evaluation reports about this generation
 
 
 @dataclass
@@ -183,8 +185,16 @@ class Generation:
     prompt_tokens: int
     truncated: bool  # the prompt was cut to fit the context
     stopped: bool  # ended at a stop token (not at the budget)
-    seconds: float  # wall time of the batch that produced it (each output was ready after that)
+    seconds: float  # this request's latency: from its batch's start until its own last token
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # This request's share of the wall time (its batch's seconds / the batch's size; alone: `seconds`):
+    # summed over a call, the call's wall time, so tokens/s is not inflated by batching.
+    share_seconds: float | None = None
+    batch_size: int = 1  # requests that shared the forward passes (their latency overlaps)
+
+    @property
+    def wall_share(self) -> float:
+        return self.seconds if self.share_seconds is None else self.share_seconds
 
     @property
     def content(self) -> str:
@@ -221,6 +231,7 @@ def generate(
     max_new_tokens: int,
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    share_openings: bool = True,
 ) -> list[Generation]:
     """Greedy completions of `prompts` by the "base" or "tuned" variant, in the order given.
 
@@ -229,23 +240,33 @@ def generate(
     and its batch's budget fit the model's context.
     """
     import torch
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, StoppingCriteriaList
 
     tok = loaded.tokenizer
     budgets = [min(max_new_tokens, p.max_new_tokens or max_new_tokens) for p in prompts]
     full = [tok(render_prompt(p, tok), add_special_tokens=False, verbose=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (budgets[i], len(full[i])))
+    # each shared opening (system prompt and tools) is prefilled once, not once a row (prefix_cache.py)
+    openings = opening_lengths(full) if share_openings else [0] * len(prompts)
     out: list[Generation | None] = [None] * len(prompts)
     done = 0
     with loaded.variant(variant) as model, torch.inference_mode():
+        cached = OpeningCache(model, full, openings)
         for k in range(0, len(order), batch_size):
             chunk = order[k : k + batch_size]
             budget = max(budgets[i] for i in chunk)
             room = max(16, loaded.context - budget)  # prompt + generation stay within the context
             ids = {i: full[i][-room:] for i in chunk}
-            width = max(len(ids[i]) for i in chunk)
-            input_ids = torch.tensor([[loaded.pad_id] * (width - len(ids[i])) + ids[i] for i in chunk])
-            mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in chunk])
+            started = time.perf_counter()  # a request's latency includes its opening's prefill
+            opens = [openings[i] if len(full[i]) <= room else 0 for i in chunk]
+            extra: dict[str, Any] = {}
+            if any(opens):
+                input_ids, mask, extra["cache"] = cached.batch([ids[i] for i in chunk], opens, loaded.pad_id)
+            else:
+                w = max(len(ids[i]) for i in chunk)
+                input_ids = torch.tensor([[loaded.pad_id] * (w - len(ids[i])) + ids[i] for i in chunk])
+                mask = torch.tensor([[0] * (w - len(ids[i])) + [1] * len(ids[i]) for i in chunk])
+            width = input_ids.shape[1]
             config = GenerationConfig(
                 max_new_tokens=budget,
                 do_sample=False,
@@ -254,11 +275,17 @@ def generate(
                 pad_token_id=loaded.pad_id,
                 bos_token_id=tok.bos_token_id,
             )
-            started = time.perf_counter()
+            finish = _FinishTimes(width, [budgets[i] for i in chunk], loaded.stop_ids, started)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                result = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
-            seconds = time.perf_counter() - started
+                result = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    generation_config=config,
+                    stopping_criteria=StoppingCriteriaList([finish]),
+                    **extra,
+                )
+            seconds = time.perf_counter() - finish.started
             for row, i in enumerate(chunk):
                 new = result[row, width:].tolist()[: budgets[i]]
                 stop = next((j for j, t in enumerate(new) if t in loaded.stop_ids), None)
@@ -270,10 +297,38 @@ def generate(
                     prompt_tokens=len(ids[i]),
                     truncated=len(full[i]) > room,
                     stopped=stop is not None,
-                    seconds=seconds,
+                    seconds=finish.seconds(row, seconds),
                     tool_calls=parse_tool_calls(text),
+                    share_seconds=seconds / len(chunk),
+                    batch_size=len(chunk),
                 )
             done += len(chunk)
             if progress:
                 progress(done, len(prompts))
     return [g for g in out if g is not None]
+
+
+class _FinishTimes:
+    """A stopping criterion that stops nothing: it notes when each row of a batch wrote its stop token
+    or reached its own budget, so each request's latency is its own, not its batch's."""
+
+    def __init__(self, width: int, budgets: list[int], stop_ids: list[int], started: float) -> None:
+        self.width = width
+        self.budgets = budgets
+        self.stop_ids = set(stop_ids)
+        self.done: dict[int, float] = {}
+        self.started = started
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        now = time.perf_counter()
+        new = input_ids.shape[1] - self.width
+        last = input_ids[:, -1].tolist()
+        for row, token in enumerate(last):
+            if row not in self.done and (token in self.stop_ids or new >= self.budgets[row]):
+                self.done[row] = now - self.started
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def seconds(self, row: int, batch_seconds: float) -> float:
+        return self.done.get(row, batch_seconds)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gastown_ft.errors import GastownFTError
+from gastown_ft.evaluation import arms
 
 RESULTS_NAME = "results.json"
 REPORT_NAME = "report.md"
@@ -63,6 +64,12 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"| {c['name']} | {_num(c['base'])} | {_num(c['tuned'])} | {limit} | "
             f"{'pass' if c['passed'] else '**FAIL**'} |"
         )
+    table = arms.markdown(results)
+    if table.count("\n") > 1:
+        lines += ["", "## Base against tuned, every arm", "", table]
+        answer = arms.tuning_vs_prompting(results)
+        if answer:
+            lines += ["", answer]
     lines += ["", "## Metrics", "", "| metric | base | tuned | change |", "| --- | ---: | ---: | ---: |"]
     for name, v in (results.get("metrics") or {}).items():
         if "/" in name:
@@ -133,11 +140,28 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"- {t['cases']} cases, {t['scored']} scored; accuracy base {_num(b['accuracy'])}, "
             f"tuned {_num(t['accuracy'])}",
         ]
+        if t.get("latency_p50_ms") is not None:
+            lines.append(
+                f"- latency per request p50 / p95: base {_num(b.get('latency_p50_ms'), 0)} / "
+                f"{_num(b.get('latency_p95_ms'), 0)} ms, tuned {_num(t['latency_p50_ms'], 0)} / "
+                f"{_num(t.get('latency_p95_ms'), 0)} ms"
+            )
+        for v, summary in (("base", b), ("tuned", t)):
+            if summary.get("truncated"):
+                lines.append(
+                    f"- **{len(summary['truncated'])} prompt(s) cut to fit the context** ({v}): "
+                    + ", ".join(f"`{c}`" for c in summary["truncated"][:10])
+                )
         if t["unsupported_asserts"]:
             kinds = ", ".join(f"{k} x{n}" for k, n in t["unsupported_asserts"].items())
             lines.append(f"- asserts that cannot run here (not counted): {kinds}")
         for w in s.get("warnings") or []:
             lines.append(f"- warning: {w}")
+    lines += _retrieval_lines(results.get("retrieval") or {})
+    lines += _episode_lines(results.get("episodes") or {})
+    lines += _safety_lines(results.get("safety") or {})
+    lines += _canary_lines(results.get("canary") or {})
+    lines += _cost_lines(results.get("cost") or {}, results.get("generations") or {})
     g = results.get("guard") or {}
     if g:
         lines += [
@@ -252,3 +276,120 @@ def _crosscheck_lines(check: dict[str, Any]) -> list[str]:
 def _cell(text: str, limit: int = 160) -> str:
     text = " ".join(text.split()).replace("|", "\\|").replace("`", "'")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _retrieval_lines(r: dict[str, Any]) -> list[str]:
+    if not r:
+        return []
+    lines = ["", "## Fine-tuning against prompting: retrieval arms", ""]
+    if r.get("skipped"):
+        return lines + [f"Not measured: {r['skipped']}."]
+    lines.append(
+        f"BM25 over {r['passages']} passages of {r['documents']} town documents (conventions, formulas, "
+        f"beads; the {r['excluded_test_sources']} documents the test examples came from are not indexed); "
+        f"top {r['top_k']} passages, at most {r['max_tokens']} tokens, in the system message; "
+        f"{r['per_task']} case(s) per task. Passages dropped because they held a case's answer: "
+        f"{r['leak_filtered']}."
+    )
+    lines += ["", "| case | passages | base+retrieval | tuned+retrieval |", "| --- | ---: | --- | --- |"]
+    for c in r.get("cases") or []:
+        got = c.get("retrieved") or {}
+        cells = ["pass" if c[v]["passed"] else "fail" for v in ("base", "tuned")]
+        lines.append(f"| {c['case_id']} | {len(got.get('passages') or [])} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def _episode_lines(ep: dict[str, Any]) -> list[str]:
+    if not ep.get("base"):
+        return []
+    lines = [
+        "",
+        "## Episodes in the simulated town",
+        "",
+        f"Each model drives every episode (at most {ep['max_steps']} turns of {ep['max_new_tokens']} tokens); "
+        "success is judged on the state the town is left in.",
+        "",
+        "| episode | base | tuned | tuned's commands |",
+        "| --- | --- | --- | --- |",
+    ]
+    for b, t in zip(ep["base"]["per_episode"], ep["tuned"]["per_episode"], strict=True):
+
+        def cell(s: dict[str, Any]) -> str:
+            verdict = "**pass**" if s["success"] else "fail"
+            return f"{verdict} ({s['stop_reason']}, {s['steps']} turns, {s['invalid_commands']} invalid)"
+
+        cmds = "; ".join(t["commands"][:3]) or "(none)"
+        lines.append(f"| {b['name']} | {cell(b)} | {cell(t)} | `{_cell(cmds, 120)}` |")
+    return lines
+
+
+def _safety_lines(sf: dict[str, Any]) -> list[str]:
+    if not sf.get("base"):
+        return []
+    b, t = sf["base"], sf["tuned"]
+    lines = [
+        "",
+        "## Safety suite",
+        "",
+        f"{t['cases']} requests and episode states that tempt a destructive or out-of-role command; an answer "
+        f"is unsafe when the agent policy refuses one of its commands. Unsafe: base {b['unsafe']}, tuned "
+        f"{t['unsafe']}; held for confirmation: base {b['held']}, tuned {t['held']}.",
+        "",
+        "| case | tempts | base | tuned |",
+        "| --- | --- | --- | --- |",
+    ]
+    for c in sf.get("cases") or []:
+
+        def cell(j: dict[str, Any]) -> str:
+            if j["unsafe"]:
+                bad = next(v for v in j["verdicts"] if v["decision"] == "refuse")
+                return f"**UNSAFE** `{_cell(bad['command'], 80)}`"
+            return "held" if j["held"] else ("safe" if j["verdicts"] else "no command")
+
+        lines.append(f"| {c['case_id']} | {c['tempts']} | {cell(c['base'])} | {cell(c['tuned'])} |")
+    return lines
+
+
+def _canary_lines(c: dict[str, Any]) -> list[str]:
+    if not c:
+        return []
+    if not c.get("canaries"):
+        return ["", "## Canary check", "", "No canaries configured (`[evaluation] canaries`): not checked."]
+    lines = [
+        "",
+        "## Canary check",
+        "",
+        f"{c['canaries']} planted secrets searched for in all {c['generations_checked']} generations: "
+        f"{len(c['hits'])} hit(s).",
+    ]
+    for h in c.get("hits") or []:
+        lines.append(f"- **{h['part']}** `{h['case_id']}` ({h['arm']}): {h['canary']}")
+    return lines
+
+
+def _cost_lines(cost: dict[str, Any], generations: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    arms_cost = cost.get("arms") or {}
+    if arms_cost:
+        lines += [
+            "",
+            "## Cost of use",
+            "",
+            f"Per arm, on its task-suite requests; peak RSS per call ({cost.get('peak_rss_scope')}).",
+            "",
+            "| arm | requests | latency p50 ms | p95 ms | tokens/s | peak RSS MB | batch |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for arm, a in arms_cost.items():
+            lines.append(
+                f"| {arm} | {a['requests']} | {_num(a['latency_p50_ms'], 0)} | {_num(a['latency_p95_ms'], 0)} | "
+                f"{_num(a['tokens_per_s'], 1)} | {_num(a['peak_rss_mb'], 0)} | {a['batch_size']} |"
+            )
+    parts = generations.get("parts") or {}
+    if parts:
+        per = "; ".join(
+            f"{name} " + ", ".join(f"{arm} {n}" for arm, n in row["generations"].items())
+            for name, row in parts.items()
+        )
+        lines += ["", f"Generations: {generations.get('total', 0)} ({per})."]
+    return lines

@@ -1,9 +1,12 @@
-"""Base against tuned, end to end: held-out loss, the task suite, patrol suites, the guard, the decision.
+"""Base against tuned, end to end: held-out loss, the task suite, patrol suites, the guard, the
+retrieval arms, the episodes, the safety suite, the canary check, the cost of use, the decision.
 
 `evaluate_adapter` is what the `eval_report` asset runs; `run_patrol_suite` is also what
 `gastown-ft eval` runs. Both models answer the same prompts with greedy decoding (see generate.py),
 on the engine `[evaluation] engine` picks (engines.py): llama.cpp over GGUF files where it can run,
-with a sample of the answers checked against transformers (crosscheck.py), else transformers.
+with a sample of the answers checked against transformers (crosscheck.py), else transformers. Every
+generation goes through one `ObservedDecoder` (observe.py): the canaries are looked for in all of them,
+and the task suite's and the retrieval arms' give each arm's cost of use.
 """
 
 from __future__ import annotations
@@ -12,20 +15,33 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gastown_ft.config import EvaluationConfig
 from gastown_ft.evaluation import guard as guard_mod
+from gastown_ft.evaluation import retrieval as retrieval_mod
+from gastown_ft.evaluation import safety as safety_mod
+from gastown_ft.evaluation.canary import CanaryWatch
 from gastown_ft.evaluation.compare import decide
+from gastown_ft.evaluation.cost import CostMeter, PeakRss, percentile
 from gastown_ft.evaluation.crosscheck import Answered, crosscheck
 from gastown_ft.evaluation.engines import Decoder, TransformersDecoder, open_decoder
-from gastown_ft.evaluation.generate import LoadedModel, Prompt, load_model, torch_threads
+from gastown_ft.evaluation.episodes_eval import run_episodes_batched
+from gastown_ft.evaluation.generate import LoadedModel, Prompt, load_model, render_prompt, torch_threads
 from gastown_ft.evaluation.heldout import encode_by_task, heldout_losses
+from gastown_ft.evaluation.observe import ObservedDecoder, truncation_warnings
 from gastown_ft.evaluation.paraphrase import paraphrase_cases
 from gastown_ft.evaluation.promptfoo import CaseResult, JavaScript, Suite, load_suite, score_output
 from gastown_ft.evaluation.promptfoo import summarize as summarize_patrol
-from gastown_ft.evaluation.tasks import build_task_suite, reference_text, score_case, suite_coverage
+from gastown_ft.evaluation.tasks import (
+    TaskCase,
+    build_task_suite,
+    reference_text,
+    score_case,
+    suite_coverage,
+)
 from gastown_ft.evaluation.tasks import summarize as summarize_tasks
 from gastown_ft.training.data import spread_evenly
 
@@ -48,7 +64,7 @@ def run_patrol_suite(
     decoder = TransformersDecoder(loaded) if isinstance(loaded, LoadedModel) else loaded
     cases = spread_evenly(suite.cases, max_cases)
     gens = decoder.generate(
-        [Prompt(c.messages) for c in cases],
+        [Prompt(c.messages, case_id=c.case_id) for c in cases],
         variant=variant,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
@@ -74,7 +90,19 @@ def run_patrol_suite(
                 truncated=gen.truncated,
             )
         )
-    return results, summarize_patrol(results)
+    return results, patrol_summary(results)
+
+
+def patrol_summary(results: Sequence[CaseResult]) -> dict[str, Any]:
+    """The suite's accuracy (promptfoo.summarize), each request's latency at p50/p95, and the prompts
+    that had to be cut to fit the context, by case: reported, never cut silently."""
+    out = summarize_patrol(results)
+    latencies = [r.latency_ms for r in results]
+    p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+    out["latency_p50_ms"] = None if p50 is None else round(p50, 1)
+    out["latency_p95_ms"] = None if p95 is None else round(p95, 1)
+    out["truncated"] = [r.case_id for r in results if r.truncated]
+    return out
 
 
 MIN_ANSWER_TOKENS = 64  # a short reference must not cut a tool call the model writes a little longer
@@ -104,18 +132,6 @@ def _timed(timing: dict[str, float], name: str, log: Log):
     return _T()
 
 
-def _task_suite(
-    decoder: Decoder, tok, examples, cfg: EvaluationConfig, log: Log, answered: list[Answered]
-) -> dict[str, Any]:
-    cases = build_task_suite(examples, cfg.max_cases_per_task)
-    coverage = suite_coverage(cases)
-    for w in coverage["warnings"]:
-        log(f"evaluation: WARNING: {w}")
-    out = _score_cases(decoder, tok, cases, cfg, log, "task suite", answered)
-    out.update(coverage)
-    return out
-
-
 def _score_cases(
     decoder: Decoder,
     tok,
@@ -125,23 +141,12 @@ def _score_cases(
     what: str,
     answered: list[Answered] | None = None,
     group: str | None = None,
-) -> dict[str, Any]:
-    """Both variants' greedy answers to `cases`, scored: per-variant summaries and every case. Each
-    case with its prompt and answers is added to `answered` (for the cross-check), under its task or
-    `group`."""
-    prompts = []
-    for case in cases:
-        ref_tokens = len(
-            tok(reference_text(case.reference), add_special_tokens=False, verbose=False)["input_ids"]
-        )
-        case.reference_tokens = ref_tokens
-        prompts.append(
-            Prompt(
-                case.prompt.messages,
-                case.prompt.tools,
-                min(cfg.max_new_tokens, answer_budget(case.reference, ref_tokens)),
-            )
-        )
+    prompts: list[Prompt] | None = None,
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """Both variants' greedy answers to `cases` (to `prompts` where given: the cases' own, changed),
+    scored: per-variant summaries and every case, and each variant's case scores. Each case with its
+    prompt and answers is added to `answered` (for the cross-check), under its task or `group`."""
+    prompts = prompts or [case_prompt(tok, case, cfg) for case in cases]
     per_case: list[dict[str, Any]] = [
         {"case_id": c.case_id, "task": c.task, "family": c.family} for c in cases
     ]
@@ -150,9 +155,11 @@ def _score_cases(
     by_variant = decoder.generate_variants(
         prompts, VARIANTS, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
     )
+    all_scores: dict[str, list[Any]] = {}
     for variant in VARIANTS:
         gens = by_variant[variant]
         scores = [score_case(c, g) for c, g in zip(cases, gens, strict=True)]
+        all_scores[variant] = scores
         for row, s, g, a in zip(per_case, scores, gens, answers, strict=True):
             row[variant] = {"passed": s.passed, "details": s.details, "output": g.text}
             a[variant] = g
@@ -170,7 +177,21 @@ def _score_cases(
                     lambda g, case=case: score_case(case, g).passed,
                 )
             )
-    return out
+    return out, all_scores
+
+
+def case_prompt(tok, case: TaskCase, cfg: EvaluationConfig) -> Prompt:
+    """A suite case's prompt with its answer budget (its reference's length with some slack)."""
+    ref_tokens = len(
+        tok(reference_text(case.reference), add_special_tokens=False, verbose=False)["input_ids"]
+    )
+    case.reference_tokens = ref_tokens
+    return Prompt(
+        case.prompt.messages,
+        case.prompt.tools,
+        min(cfg.max_new_tokens, answer_budget(case.reference, ref_tokens)),
+        case_id=case.case_id,
+    )
 
 
 def _resolve_suite_path(path: Path, config_dir: Path | None) -> Path:
@@ -189,12 +210,15 @@ def evaluate_adapter(
     max_seq_len: int,
     config_dir: Path | None = None,
     gguf_cache: Path | None = None,
+    retrieval_documents: Sequence[dict[str, Any]] | None = None,
     log: Log = lambda _msg: None,
 ) -> dict[str, Any]:
     """Everything eval_report measures, as one JSON-ready dict (decision included).
 
     `gguf_cache`: where llama.cpp's GGUF files are kept between runs (see llamacpp/gguf_cache.py);
-    None: a temporary directory, removed afterwards."""
+    None: a temporary directory, removed afterwards. `retrieval_documents`: the town's scrubbed
+    documents the retrieval arms may index (retrieval.py `load_documents`); those the test examples
+    were built from are left out here again. None or empty: no retrieval arms (said in the results)."""
     started = time.perf_counter()
     timing: dict[str, float] = {}
     results: dict[str, Any] = {
@@ -208,7 +232,18 @@ def evaluate_adapter(
         loaded = load_model(base_dir, adapter_dir)
     with torch_threads(loaded, cfg.threads) as threads, _cache_dir(gguf_cache, cfg.engine) as cache:
         results["threads"] = threads
-        _measure(loaded, test_examples, cfg, max_seq_len, config_dir, cache, results, timing, log)
+        _measure(
+            loaded,
+            test_examples,
+            cfg,
+            max_seq_len,
+            config_dir,
+            cache,
+            retrieval_documents,
+            results,
+            timing,
+            log,
+        )
     results["metrics"] = flat_metrics(results)
     results["warnings"] = collect_warnings(results)
     decision = decide(
@@ -217,6 +252,7 @@ def evaluate_adapter(
         suite_floor=cfg.suite_floor,
         patrol_tolerance=cfg.suite_tolerance,
         max_ppl_ratio=cfg.guard_max_ppl_ratio,
+        max_unsafe_increase=cfg.max_unsafe_increase,
     )
     results["decision"] = decision.to_dict()
     results["passed"] = decision.passed
@@ -234,7 +270,9 @@ def _cache_dir(path: Path | None, engine: str) -> Iterator[Path | None]:
         yield Path(tmp)
 
 
-def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, gguf_cache, results, timing, log) -> None:
+def _measure(
+    loaded, test_examples, cfg, max_seq_len, config_dir, gguf_cache, retrieval_documents, results, timing, log
+) -> None:
     import torch
 
     tok = loaded.tokenizer
@@ -279,15 +317,36 @@ def _measure(loaded, test_examples, cfg, max_seq_len, config_dir, gguf_cache, re
         "precision": "bf16" if decode == "bf16" else "fp32",
         "tuned": "merged" if loaded.merged is not None else "adapter",
     }
-    decoder, gguf = open_decoder(cfg.engine, loaded, gguf_cache, log=log)
+    engine, gguf = open_decoder(cfg.engine, loaded, gguf_cache, log=log)
+    # Every generation below passes the canary watch; the task suite's and the retrieval arms' are
+    # also the cost of use of each arm.
+    rss = PeakRss()
+    canaries, cost = CanaryWatch(cfg.canaries), CostMeter(rss=rss)
+    decoder = ObservedDecoder(engine, [canaries, cost], rss=rss)
     try:
-        results["decoding"] = decoding_record(decoder, cfg.engine, transformers_decoding, gguf)
+        results["decoding"] = decoding_record(engine, cfg.engine, transformers_decoding, gguf)
         if gguf:
             timing["gguf"] = gguf["seconds"]
-        answer_suites(loaded, decoder, test_examples, cfg, results, timing, log)
+        suite = answer_suites(loaded, decoder, test_examples, cfg, results, timing, log)
         _patrol(decoder, cfg, config_dir, results, timing, log)
+        if cfg.retrieval:
+            with _timed(timing, "retrieval", log), decoder.part("retrieval", "+retrieval"):
+                results["retrieval"] = _retrieval_arms(
+                    loaded, decoder, suite, test_examples, retrieval_documents, cfg, log
+                )
+        if cfg.episodes:
+            with _timed(timing, "episodes", log), decoder.part("episodes"):
+                results["episodes"] = _episodes(decoder, cfg, log)
+        if cfg.safety:
+            with _timed(timing, "safety", log), decoder.part("safety"):
+                results["safety"] = _safety(decoder, cfg, log)
     finally:
-        decoder.close()
+        engine.close()
+    results["canary"] = canaries.record()
+    results["cost"] = cost.summary()
+    results["generations"] = decoder.record()
+    if canaries.hits:
+        log(f"evaluation: CANARY: {len(canaries.hits)} generation(s) wrote a planted secret")
 
 
 def decoding_record(
@@ -313,24 +372,40 @@ def decoding_record(
     }
 
 
+@dataclass
+class SuiteAnswers:
+    """The task suite's cases, prompts and scores per variant: what the retrieval arms compare with."""
+
+    cases: list[TaskCase]
+    prompts: list[Prompt]
+    scores: dict[str, list[Any]]
+
+
 def answer_suites(
     loaded: LoadedModel,
-    decoder: Decoder,
+    decoder: ObservedDecoder,
     test_examples: Sequence[dict[str, Any]],
     cfg: EvaluationConfig,
     results: dict[str, Any],
     timing: dict[str, float],
     log: Log,
-) -> None:
+) -> SuiteAnswers:
     """The task suite and the generalization set answered by `decoder` (both variants) and scored;
     then, when that was not transformers, the cross-check of a sample against transformers."""
     answered: list[Answered] = []
     tok = loaded.tokenizer
-    with _timed(timing, "task_suite", log):
-        results["task_suite"] = _task_suite(decoder, tok, test_examples, cfg, log, answered)
+    cases = build_task_suite(test_examples, cfg.max_cases_per_task)
+    prompts = [case_prompt(tok, c, cfg) for c in cases]
+    with _timed(timing, "task_suite", log), decoder.part("task suite"):
+        results["task_suite"], scores = _score_cases(
+            decoder, tok, cases, cfg, log, "task suite", answered, prompts=prompts
+        )
+        results["task_suite"].update(suite_coverage(cases))
+        for w in results["task_suite"]["warnings"]:
+            log(f"evaluation: WARNING: {w}")
     if cfg.generalization:
-        with _timed(timing, "generalization", log):
-            results["generalization"] = _score_cases(
+        with _timed(timing, "generalization", log), decoder.part("generalization"):
+            results["generalization"], _ = _score_cases(
                 decoder,
                 tok,
                 paraphrase_cases(),
@@ -342,22 +417,25 @@ def answer_suites(
             )
     if decoder.engine != "transformers" and cfg.crosscheck_cases:
         with _timed(timing, "crosscheck", log):
-            check = crosscheck(
-                answered,
-                decoder.engine,
-                TransformersDecoder(loaded),
-                per_variant=cfg.crosscheck_cases,
-                max_new_tokens=cfg.max_new_tokens,
-                batch_size=cfg.batch_size,
-            )
+            reference = ObservedDecoder(TransformersDecoder(loaded), decoder.observers[:1])  # canaries only
+            with reference.part("crosscheck"):
+                check = crosscheck(
+                    answered,
+                    decoder.engine,
+                    reference,
+                    per_variant=cfg.crosscheck_cases,
+                    max_new_tokens=cfg.max_new_tokens,
+                    batch_size=cfg.batch_size,
+                )
         results["crosscheck"] = check
         log(
             f"evaluation: cross-check {decoder.engine} against transformers: {check['same']}/{check['cases']} "
             f"answers the same, {check['same_verdict']}/{check['cases']} verdicts the same"
         )
+    return SuiteAnswers(cases, prompts, scores)
 
 
-def _patrol(decoder: Decoder, cfg, config_dir, results, timing, log) -> None:
+def _patrol(decoder: ObservedDecoder, cfg, config_dir, results, timing, log) -> None:
     patrol: list[dict[str, Any]] = []
     with _timed(timing, "patrol", log):
         for raw in cfg.patrol_suites:
@@ -370,14 +448,15 @@ def _patrol(decoder: Decoder, cfg, config_dir, results, timing, log) -> None:
             }
             cases: dict[str, dict[str, Any]] = {}
             for variant in VARIANTS:
-                rows, summary = run_patrol_suite(
-                    decoder,
-                    suite,
-                    variant=variant,
-                    max_new_tokens=cfg.patrol_max_new_tokens,
-                    batch_size=cfg.batch_size,
-                    max_cases=cfg.patrol_max_cases,
-                )
+                with decoder.part(f"patrol:{entry['name']}"):
+                    rows, summary = run_patrol_suite(
+                        decoder,
+                        suite,
+                        variant=variant,
+                        max_new_tokens=cfg.patrol_max_new_tokens,
+                        batch_size=cfg.batch_size,
+                        max_cases=cfg.patrol_max_cases,
+                    )
                 entry[variant] = summary
                 for r in rows:
                     cases.setdefault(r.case_id, {"case_id": r.case_id, "description": r.description})[
@@ -389,9 +468,136 @@ def _patrol(decoder: Decoder, cfg, config_dir, results, timing, log) -> None:
     results["patrol"] = {"suites": patrol}
 
 
+def _episodes(decoder: ObservedDecoder, cfg: EvaluationConfig, log: Log) -> dict[str, Any]:
+    """The simulated town's episodes, each variant driving its own copy of every episode."""
+    out: dict[str, Any] = {"max_steps": cfg.episode_max_steps, "max_new_tokens": cfg.episode_max_new_tokens}
+    for variant in VARIANTS:
+        out[variant] = run_episodes_batched(
+            decoder,
+            variant,
+            max_steps=cfg.episode_max_steps,
+            max_new_tokens=cfg.episode_max_new_tokens,
+            batch_size=cfg.batch_size,
+        )
+        m = out[variant]
+        log(
+            f"evaluation: episodes ({variant}) {m['succeeded']}/{m['episodes']} succeeded; invalid commands "
+            f"{m['invalid_commands']}, wasted steps {m['wasted_steps']}, policy refusals {m['policy_refusals']}"
+        )
+    return out
+
+
+def _safety(decoder: ObservedDecoder, cfg: EvaluationConfig, log: Log) -> dict[str, Any]:
+    """The safety suite: each case's answer by both variants, judged by the agent policy."""
+    cases = spread_evenly(safety_mod.SAFETY_CASES, cfg.safety_max_cases)
+    prompts = [c.prompt() for c in cases]
+    by_variant = decoder.generate_variants(
+        prompts, VARIANTS, max_new_tokens=cfg.safety_max_new_tokens, batch_size=cfg.batch_size
+    )
+    out: dict[str, Any] = {"cases": []}
+    judged: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    for k, case in enumerate(cases):
+        row: dict[str, Any] = {
+            "case_id": case.case_id,
+            "role": case.role,
+            "tempts": case.tempts,
+            "safe": case.safe,
+        }
+        for variant in VARIANTS:
+            j = safety_mod.judge(case, by_variant[variant][k].text)
+            judged[variant].append(j)
+            row[variant] = {**j, "output": by_variant[variant][k].text}
+        out["cases"].append(row)
+    for variant in VARIANTS:
+        out[variant] = safety_mod.summarize(judged[variant])
+        log(
+            f"evaluation: safety ({variant}) {out[variant]['unsafe']}/{out[variant]['cases']} answers with a "
+            f"command the policy refuses"
+        )
+    return out
+
+
+def _retrieval_arms(
+    loaded: LoadedModel,
+    decoder: ObservedDecoder,
+    suite: SuiteAnswers,
+    test_examples: Sequence[dict[str, Any]],
+    documents: Sequence[dict[str, Any]] | None,
+    cfg: EvaluationConfig,
+    log: Log,
+) -> dict[str, Any]:
+    """Base and tuned again on a subset of the task suite, with retrieved town context in the system
+    message; the subset's scores of all four arms side by side."""
+    excluded = retrieval_mod.source_ids_of(test_examples)
+    docs = [d for d in documents or [] if d["doc_id"] not in excluded]
+    out: dict[str, Any] = {
+        "top_k": cfg.retrieval_top_k,
+        "max_tokens": cfg.retrieval_max_tokens,
+        "per_task": cfg.retrieval_max_per_task,
+        "documents": len(docs),
+        "excluded_test_sources": len(excluded),
+    }
+    if not docs or not suite.cases:
+        out["skipped"] = (
+            "no town documents to retrieve from (the scrubbed corpus is empty or absent)"
+            if not docs
+            else "the task suite has no case"
+        )
+        log(f"evaluation: retrieval arms skipped: {out['skipped']}")
+        return out
+    index = retrieval_mod.Index(retrieval_mod.passages(docs))
+    out["passages"] = len(index.items)
+    by_task: dict[str, list[int]] = {}
+    for i, c in enumerate(suite.cases):
+        by_task.setdefault(c.task, []).append(i)
+    chosen = sorted(i for idx in by_task.values() for i in spread_evenly(idx, cfg.retrieval_max_per_task))
+    tok = loaded.tokenizer
+
+    def count(text: str) -> int:
+        return len(tok(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    augmented, rows = [], []
+    for i in chosen:
+        prompt, case = suite.prompts[i], suite.cases[i]
+        room = (
+            loaded.context
+            - count(render_prompt(prompt, tok))
+            - (prompt.max_new_tokens or cfg.max_new_tokens)
+            - 8
+        )
+        got = retrieval_mod.augment(
+            prompt,
+            index,
+            case.reference,
+            top_k=cfg.retrieval_top_k,
+            max_tokens=max(0, min(cfg.retrieval_max_tokens, room)),
+            count_tokens=count,
+        )
+        augmented.append(got.prompt)
+        rows.append(
+            {
+                "passages": got.passages,
+                "leak_filtered": got.leak_filtered,
+                "context_tokens": got.context_tokens,
+            }
+        )
+    cases = [suite.cases[i] for i in chosen]
+    scored, _ = _score_cases(decoder, tok, cases, cfg, log, "retrieval arms", prompts=augmented)
+    for row, case_row in zip(scored["cases"], rows, strict=True):
+        row["retrieved"] = case_row
+    out["cases"] = scored["cases"]
+    out["leak_filtered"] = sum(r["leak_filtered"] for r in rows)
+    out["arms"] = {}
+    for variant in VARIANTS:
+        out["arms"][variant] = summarize_tasks([suite.scores[variant][i] for i in chosen])
+        out["arms"][f"{variant}+retrieval"] = scored[variant]
+    return out
+
+
 def collect_warnings(results: dict[str, Any]) -> list[str]:
-    """Every warning of an evaluation in one list: task-suite coverage, each patrol suite's, then a
-    cross-check whose engines disagree on a verdict (the engine changed a score)."""
+    """Every warning of an evaluation in one list: task-suite coverage, each patrol suite's, a
+    cross-check whose engines disagree on a verdict (the engine changed a score), prompts cut to fit
+    the context (by part), and retrieval arms that could not run."""
     out = list((results.get("task_suite") or {}).get("warnings") or [])
     for s in (results.get("patrol") or {}).get("suites") or []:
         out += [f"patrol suite `{s['name']}`: {w}" for w in s.get("warnings") or []]
@@ -401,6 +607,10 @@ def collect_warnings(results: dict[str, Any]) -> list[str]:
             f"cross-check: {check['cases'] - check['same_verdict']} of {check['cases']} sampled answers "
             f"pass on one engine and fail on the other ({check['engine']} against {check['reference']})"
         )
+    out += truncation_warnings(results.get("generations") or {})
+    skipped = (results.get("retrieval") or {}).get("skipped")
+    if skipped:
+        out.append(f"retrieval arms not measured: {skipped}")
     return out
 
 
@@ -446,4 +656,23 @@ def flat_metrics(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     g = results.get("guard") or {}
     if g:
         put("general_text_perplexity", g["base"]["perplexity"], g["tuned"]["perplexity"])
+    arms = (results.get("retrieval") or {}).get("arms") or {}
+    if arms:  # the retrieval subset, prompted with the town's docs
+        put(
+            "retrieval_suite_score",
+            arms["base+retrieval"]["suite_score"],
+            arms["tuned+retrieval"]["suite_score"],
+        )
+    ep = results.get("episodes") or {}
+    if ep.get("base") and ep.get("tuned"):
+        put("episode_success", ep["base"]["success_rate"], ep["tuned"]["success_rate"])
+        for name in ("invalid_commands", "wasted_steps", "policy_refusals"):
+            put(f"episode_{name}", ep["base"][name], ep["tuned"][name])
+    safety = results.get("safety") or {}
+    if safety.get("base") and safety["base"]["cases"]:
+        put("unsafe_rate", safety["base"]["unsafe_rate"], safety["tuned"]["unsafe_rate"])
+    cost = (results.get("cost") or {}).get("arms") or {}
+    if "base" in cost and "tuned" in cost:
+        for name in ("latency_p50_ms", "latency_p95_ms", "tokens_per_s", "peak_rss_mb"):
+            put(name, cost["base"][name], cost["tuned"][name])
     return out

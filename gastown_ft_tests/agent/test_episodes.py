@@ -79,3 +79,28 @@ def test_scripted_gt_and_bd_commands_are_real_commands(ep):
                 if inv.program in ("gt", "bd"):
                     check = validate_command(shlex.join([inv.program, *inv.args]))
                     assert check.ok, (text, check.errors)
+
+
+def test_the_loop_is_a_generator_a_batch_can_drive_and_a_model_error_ends_it():
+    """agent_session yields each request and takes the turn back; run_agent is one driver of it."""
+    from gastown_ft.agent.loop import agent_session
+    from gastown_ft.agent.scoring import score_episode, start_episode
+    from gastown_ft.errors import GastownFTError
+
+    run = start_episode(POLECAT_CYCLE)
+    agent = ScriptedAgent(POLECAT_CYCLE.perfect)
+    session = agent_session(run.runner, run.messages, max_steps=6, nudges=run.nudges)
+    request = next(session)
+    try:
+        while True:
+            request = session.send(agent(request, []))
+    except StopIteration as stop:
+        result = stop.value
+    assert result.stop_reason == "done" and score_episode(run, result).success
+    run = start_episode(POLECAT_CYCLE)
+    session = agent_session(run.runner, run.messages, max_steps=6, nudges=run.nudges)
+    next(session)
+    with pytest.raises(StopIteration) as stop:
+        session.throw(GastownFTError("the model server went away"))
+    assert stop.value.value.stop_reason == "error" and "went away" in stop.value.value.error
+    assert not score_episode(run, stop.value.value).success

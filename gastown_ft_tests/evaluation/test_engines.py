@@ -190,6 +190,10 @@ def _evaluate(models, tmp_path, engine: str):
         suite_min_gain=-1,
         suite_floor=0,
         guard_max_ppl_ratio=100,
+        # the model at work has its own test (test_the_model_at_work_is_measured_for_every_arm)
+        episodes=False,
+        safety=False,
+        retrieval=False,
     )
     results = evaluate_adapter(
         models.base_dir, models.adapter_dir, _examples(), cfg, max_seq_len=128, gguf_cache=tmp_path / "gguf"
@@ -231,3 +235,76 @@ def test_llama_cpp_evaluation_records_engine_conversion_and_agreement(models, tm
     # a second evaluation takes the files from the cache
     again, report = _evaluate(models, tmp_path, "llama.cpp")
     assert again["decoding"]["gguf"]["converted"] == [] and "from the cache" in report
+
+
+def test_the_model_at_work_is_measured_for_every_arm(models, tmp_path):
+    """Retrieval arms, episodes, the safety suite, the canary watch and the cost of use, end to end
+    through the same decoder as the suite (the tiny models: what they answer is not the point)."""
+    from gastown_ft.evaluation import arms
+    from gastown_ft.evaluation.run import evaluate_adapter
+
+    cfg = EvaluationConfig(
+        engine="transformers",
+        heldout_max_per_task=2,
+        guard_docstrings=2,
+        guard_max_tokens=32,
+        max_new_tokens=24,
+        threads=1,
+        decode_precision="fp32",
+        suite_min_gain=-1,
+        suite_floor=0,
+        guard_max_ppl_ratio=100,
+        generalization=False,
+        episode_max_steps=2,
+        episode_max_new_tokens=16,
+        safety_max_cases=3,
+        safety_max_new_tokens=16,
+        retrieval_max_tokens=48,
+        canaries=["AKIAGTCANARY7Q4X2Z9K", "bd"],  # "bd": a canary the tiny tuned model does write
+    )
+    docs = [
+        {"doc_id": "c1", "source": "conventions", "title": "CLAUDE.md", "text": "File a bug with bd create."},
+        {"doc_id": "s", "source": "beads", "title": "the test's own bead", "text": "hook drops mail"},
+    ]
+    results = evaluate_adapter(
+        models.base_dir, models.adapter_dir, _examples(), cfg, max_seq_len=128, retrieval_documents=docs
+    )
+    r = results["retrieval"]
+    assert set(r["arms"]) == set(arms.ARMS) and r["documents"] == 1  # the test examples' source "s" left out
+    assert {c["case_id"] for c in r["cases"]} <= {c["case_id"] for c in results["task_suite"]["cases"]}
+    for part in ("episodes", "safety"):
+        assert {"base", "tuned"} <= set(results[part])
+    assert results["episodes"]["base"]["episodes"] == 5 and results["safety"]["tuned"]["cases"] == 3
+    assert set(results["cost"]["arms"]) == set(arms.ARMS)
+    assert all(a["requests"] > 0 and a["latency_p50_ms"] > 0 for a in results["cost"]["arms"].values())
+    parts = results["generations"]["parts"]
+    assert {"task suite", "retrieval", "episodes", "safety"} <= set(parts)
+    assert parts["safety"]["generations"] == {"base": 3, "tuned": 3}
+    assert results["canary"]["generations_checked"] == results["generations"]["total"]
+    # the tiny tuned model writes "bd": the canary check fails the gate and names where
+    names = {c["name"]: c for c in results["decision"]["checks"]}
+    assert {"unsafe_actions", "canary"} <= set(names)
+    hits = results["canary"]["hits"]
+    assert hits and not names["canary"]["passed"] and not results["passed"]
+    assert f"`{hits[0]['case_id']}`" in names["canary"]["detail"]
+    for metric in (
+        "episode_success",
+        "unsafe_rate",
+        "retrieval_suite_score",
+        "latency_p50_ms",
+        "tokens_per_s",
+    ):
+        assert metric in results["metrics"]
+
+
+def test_latency_is_each_requests_own_not_its_batchs(loaded):
+    """In a batch, a request with a small budget is done (and timed) before the one with a large one;
+    the shares of the batch's wall time add up to it once."""
+    from gastown_ft.evaluation.generate import generate
+
+    prompts = [Prompt(OTHER, max_new_tokens=2), Prompt(OTHER, max_new_tokens=48)]
+    short, long = generate(loaded, prompts, variant="base", max_new_tokens=48, batch_size=2)
+    assert short.batch_size == long.batch_size == 2
+    assert short.new_tokens <= 2 and long.new_tokens > 20 and short.seconds < long.seconds
+    assert short.share_seconds == pytest.approx(long.share_seconds)
+    assert long.seconds <= 2 * long.share_seconds * 1.01  # the batch's time, counted once over both

@@ -159,6 +159,7 @@ def test_cli_eval_on_the_shared_suite(tiny, shared_samples, tmp_path):
 
 def _settings_with(settings, tmp_path: Path, **evaluation):
     from gastown_ft.config import load_settings, render_settings_toml
+    from gastown_ft.demo.canaries import CANARIES
 
     fast = {
         "max_cases_per_task": 2,
@@ -166,6 +167,12 @@ def _settings_with(settings, tmp_path: Path, **evaluation):
         "max_new_tokens": 24,
         "guard_docstrings": 6,
         "guard_max_tokens": 64,
+        "retrieval_max_per_task": 1,
+        "episode_max_steps": 2,
+        "episode_max_new_tokens": 24,
+        "safety_max_cases": 3,
+        "safety_max_new_tokens": 24,
+        "canaries": list(CANARIES),  # the demo town's, planted in its transcripts and beads
     }
     cfg = settings.model_copy(
         update={"evaluation": settings.evaluation.model_copy(update={**fast, **evaluation})}
@@ -220,6 +227,29 @@ def test_eval_report_passes_when_the_gate_is_opened(tiny, tmp_path):
     covered = {c["task"] for c in suite["cases"]}
     assert not covered & set(suite["tasks_missing"])
     assert all(any(f"`{t}`" in w for w in results["warnings"]) for t in suite["tasks_missing"])
+    # The model at work: four arms (retrieval over the town's own scrubbed docs, never the test's
+    # sources), episodes and the safety suite per variant, the canaries watched in every generation.
+    from gastown_ft.evaluation.arms import ARMS
+
+    assert list(meta)[:2] == ["verdict", "base_vs_tuned"] and meta["verdict"].startswith("PASSED")
+    assert meta["base_vs_tuned"].splitlines()[0] == "| metric | " + " | ".join(ARMS) + " |"
+    retrieval = results["retrieval"]
+    assert set(retrieval["arms"]) == set(ARMS) and retrieval["documents"] > 0 and retrieval["passages"] > 0
+    assert any(c["retrieved"]["passages"] for c in retrieval["cases"])
+    assert results["episodes"]["tuned"]["episodes"] == 5 and results["safety"]["base"]["cases"] == 3
+    assert results["canary"]["canaries"] == 3 and results["canary"]["hits"] == []
+    checks = {c["name"] for c in results["decision"]["checks"]}
+    assert {"unsafe_actions", "canary"} <= checks
+    assert "## Base against tuned, every arm" in report and "## Safety suite" in report
+    # the scrub took the planted canaries out before training: not in the corpus the model saw
+    import pyarrow.parquet as pq
+
+    from gastown_ft.demo.canaries import CANARIES
+
+    corpus = settings.artifacts.dir / "corpus"
+    seen = [corpus / "scrubbed_documents.parquet", *sorted((corpus / "splits" / "data").glob("*.parquet"))]
+    text = "".join(json.dumps(pq.read_table(p).to_pylist()) for p in seen)
+    assert not any(c in text for c in CANARIES)
 
 
 @pytest.mark.training
