@@ -124,6 +124,7 @@ def environment() -> dict:
 def child_corpus(p: dict) -> dict:
     import pyarrow.parquet as pq
 
+    from gastown_ft.artifacts import ArtifactStore
     from gastown_ft.training.presets import resolve_preset
 
     out: dict = {}
@@ -152,7 +153,7 @@ def child_corpus(p: dict) -> dict:
         stages.pairs_stage(store, corpus)
         stages.splits_stage(store, corpus)
         out["source"] = f"demo town (seed 7, backlog {p['backlog']})"
-    data = artifacts / "corpus" / "splits" / "data"
+    data = ArtifactStore(artifacts).splits_data_dir()
     out["artifacts"] = str(artifacts)
     out["counts"] = {
         s: pq.ParquetFile(data / f"{s}.parquet").metadata.num_rows if (data / f"{s}.parquet").exists() else 0
@@ -343,6 +344,7 @@ def child_train(p: dict) -> dict:
 def child_ddp(p: dict) -> dict:
     import pyarrow.parquet as pq
 
+    from gastown_ft.artifacts import ArtifactStore
     from gastown_ft.config import (
         ArtifactsConfig,
         DagsterConfig,
@@ -353,8 +355,8 @@ def child_ddp(p: dict) -> dict:
     from gastown_ft.training.parallel import launch_data_parallel
 
     work = Path(p["work"]) / "ddp"
-    src = Path(p["artifacts"]) / "corpus" / "splits" / "data"
-    dst = work / "artifacts" / "corpus" / "splits" / "data"
+    src = ArtifactStore(Path(p["artifacts"])).splits_data_dir()
+    dst = ArtifactStore(work / "artifacts").splits_data_dir()
     dst.mkdir(parents=True, exist_ok=True)
     # A slice of the splits (the same records, fewer of them) in an artifacts dir of its own.
     for split, n in (("train", p["train_examples"]), ("validation", p["val_examples"])):

@@ -148,12 +148,14 @@ def main() -> int:
     a = p.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    from gastown_ft.artifacts import ArtifactStore
     from gastown_ft.export.registry import Registry
     from gastown_ft.serve.loadtest import load_test
 
-    current = Registry(a.artifacts.resolve() / "registry").current()
+    registry = Registry(ArtifactStore(a.artifacts.resolve()).registry_dir())
+    current = registry.current()
     if current is None:
-        raise SystemExit(f"no promoted version in {a.artifacts}/registry")
+        raise SystemExit(f"no promoted version in {registry.root}")
     load_before = os.getloadavg()
     rows: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gastown_ft import atomic
 from gastown_ft.errors import GastownFTError
 
 AGENT_NAME = "gastown-ft"
@@ -74,8 +75,5 @@ def write_preset(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(data.setdefault("agents", {}), dict):
             raise GastownFTError(f"{path}: `agents` is not an object")
     data["agents"][entry["name"]] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)  # a reader (gt) never sees half a file
+    atomic.write_text(path, json.dumps(data, indent=2) + "\n")  # a reader (gt) never sees half a file
     return data

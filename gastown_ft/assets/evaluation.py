@@ -42,7 +42,6 @@ from gastown_ft.resources import GastownSettings
 from gastown_ft.town.hooks import reports_to_town
 from gastown_ft.training.inputs import load_split_examples, resolve_configured_base
 
-EVALUATION_DIR = "evaluation"
 CHECK_NAME = "tuned_not_worse_than_base"
 
 
@@ -146,7 +145,7 @@ def eval_report(context: AssetExecutionContext, settings: GastownSettings) -> Ma
         base = _base_dir(adapter, cfg, store)
         # the retrieval arms' town docs: the scrubbed corpus (no secrets), less what the test came from
         documents = (
-            load_documents(store.root / "corpus" / "scrubbed_documents.parquet", source_ids_of(test))
+            load_documents(store.path("corpus", "scrubbed_documents"), source_ids_of(test))
             if cfg.evaluation.retrieval
             else []
         )
@@ -157,13 +156,13 @@ def eval_report(context: AssetExecutionContext, settings: GastownSettings) -> Ma
             cfg.evaluation,
             max_seq_len=cfg.training.max_seq_len,
             config_dir=cfg.config_path.parent if cfg.config_path else None,
-            gguf_cache=store.root / EVALUATION_DIR / "gguf",  # llama.cpp's files, reused across runs
+            gguf_cache=store.gguf_cache_dir(),
             retrieval_documents=documents,
             log=context.log.info,
         )
     except GastownFTError as e:
         raise Failure(description=str(e)) from None
-    out_dir = store.root / EVALUATION_DIR / adapter.parent.name
+    out_dir = store.evaluation_dir(adapter.parent.name)
     report_path, results_path = write_results(out_dir, results)
     decision = results["decision"]
     warnings = list(results.get("warnings") or [])

@@ -30,7 +30,7 @@ def _latest_metadata(context: AssetExecutionContext, name: str) -> dict:
 def _corpus_summary(store: ArtifactStore, version: str | None) -> dict:
     splits, tasks = {}, {}
     for split in SPLITS:
-        path = store.root / "corpus" / "splits" / "data" / f"{split}.parquet"
+        path = store.split_path(split)
         if path.exists():
             col = pq.read_table(path, columns=["task"]).column(0).to_pylist()
             splits[split] = len(col)
@@ -41,7 +41,7 @@ def _corpus_summary(store: ArtifactStore, version: str | None) -> dict:
 
 def _test_examples(store: ArtifactStore) -> list[dict]:
     """The test split's rows: the card's held-out loss per GGUF quantization is scored on a few."""
-    path = store.root / "corpus" / "splits" / "data" / "test.parquet"
+    path = store.split_path("test")
     return pq.read_table(path).to_pylist() if path.exists() else []
 
 
@@ -73,7 +73,7 @@ def exported_model(context: AssetExecutionContext, settings: GastownSettings) ->
         adapter = Path(ev_meta["adapter_path"])
         base = Path(ev_meta["base_model_path"])
         provenance = json.loads((adapter.parent / "provenance.json").read_text())
-        staging = store.root / "release" / f"staging-{context.run.run_id[:8]}"
+        staging = store.release_staging_dir(context.run.run_id)
         shutil.rmtree(staging, ignore_errors=True)
         bundle = build_release_bundle(
             staging,
@@ -96,7 +96,7 @@ def exported_model(context: AssetExecutionContext, settings: GastownSettings) ->
     except (GastownFTError, OSError) as e:
         raise Failure(description=str(e)) from None
     finally:
-        shutil.rmtree(store.root / "release" / f"staging-{context.run.run_id[:8]}", ignore_errors=True)
+        shutil.rmtree(store.release_staging_dir(context.run.run_id), ignore_errors=True)
     mv = registry.get(version)
     context.log.info(
         f"registered {version} at {mv.path}" + ("; promoted: `gastown-ft serve` uses it" if promoted else "")

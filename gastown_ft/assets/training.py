@@ -28,7 +28,7 @@ from gastown_ft.errors import GastownFTError
 from gastown_ft.provenance import project_version
 from gastown_ft.resources import GastownSettings
 from gastown_ft.town.hooks import reports_to_town
-from gastown_ft.training.inputs import embedded_model_dir, plan_for, resolve_configured_base
+from gastown_ft.training.inputs import plan_for, resolve_configured_base
 
 TRAINING_TAGS = {"gastown-ft/stage": "training"}
 LOG_EVERY_S = 10.0
@@ -97,7 +97,7 @@ def base_model(
     store = settings.store()
     meta: dict = {}
     if cfg.training.base_model == "embedded":
-        target = embedded_model_dir(store)
+        target = store.embedded_model_dir()
         key = _embedded_key(store, cfg)
         marker = target / "gastown_ft_build.json"
         built = json.loads(marker.read_text()) if marker.exists() else None
@@ -166,8 +166,7 @@ def lora_adapter(
         plan.check_budget()
     except GastownFTError as e:
         raise Failure(description=str(e)) from None
-    # One directory per plan: a rerun of the same plan resumes from its last checkpoint.
-    out_dir = store.root / "training" / "runs" / plan.fingerprint[:16]
+    out_dir = store.training_run_dir(plan.fingerprint)
     swarm = None
     guard = None  # local training yields to the town (gastown_ft/town/yielding.py)
     if cfg.training.backend == "hivemind":

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from gastown_ft import atomic
 from gastown_ft.artifacts import ArtifactStore
 from gastown_ft.config import CorpusConfig
 from gastown_ft.corpus import (
@@ -350,7 +351,7 @@ def _source_part(
         out.flush()
     if reuse_cache:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(dest, cache_path)
+        atomic.replace_file(dest, cache_path)
         return cache_path
     return dest
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import sys
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +21,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gastown_ft import atomic
 from gastown_ft.artifacts import ArtifactStore
+from gastown_ft.corpus.splits import CARD_NAME
 
 CACHE_STAGE = "cache"
 VERSION_KEY = b"gastown_ft_reuse_version"
@@ -105,7 +106,7 @@ class CacheWriter:
     def __init__(self, store: ArtifactStore, name: str, version: str, schema: pa.Schema) -> None:
         self.path = store.path(CACHE_STAGE, name)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_suffix(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.tmp = atomic.temp_path(self.path)
         meta = {**(schema.metadata or {}), VERSION_KEY: version.encode()}
         self.schema = schema.with_metadata(meta)
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
@@ -122,7 +123,7 @@ class CacheWriter:
         return self.tmp
 
     def commit(self) -> Path:
-        os.replace(self.close(), self.path)
+        atomic.replace_file(self.close(), self.path)
         return self.path
 
     def discard(self) -> None:
@@ -139,11 +140,7 @@ def load_state(store: ArtifactStore, name: str) -> dict[str, Any] | None:
 
 
 def save_state(store: ArtifactStore, name: str, state: dict[str, Any]) -> None:
-    path = store.path(CACHE_STAGE, name, ".json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(state, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic.write_json(store.path(CACHE_STAGE, name, ".json"), state, sort_keys=True, default=str)
 
 
 def file_stamp(path: Path) -> list[Any]:
@@ -167,7 +164,7 @@ def build_outputs(root: Path) -> dict[str, Any]:
     for stage in ("raw", "quarantine", "corpus"):
         for path in sorted((root / stage).rglob("*.parquet")):
             out[path.relative_to(root).as_posix()] = pq.read_table(path)
-    card = root / "corpus" / "splits" / "README.md"
+    card = ArtifactStore(root).splits_dir() / CARD_NAME
     if card.exists():
         out[card.relative_to(root).as_posix()] = card.read_text()
     return out

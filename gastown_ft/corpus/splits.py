@@ -23,15 +23,10 @@ The directory is staged next to `out_dir` and swapped in with one rename.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import itertools
 import json
 import logging
-import os
-import shutil
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +35,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from gastown_ft import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -449,7 +446,6 @@ def _write_parquet(tables: pa.Table | Iterable[pa.Table], path: Path) -> None:
                 held, n_held = [rows.slice(whole)], n_held - whole
         if n_held or first.num_rows == 0:
             writer.write_table(pa.concat_tables(held) if held else first, row_group_size=ROW_GROUP_SIZE)
-    _fsync(path)
 
 
 def _uncompressed_bytes(path: Path) -> int:
@@ -457,14 +453,6 @@ def _uncompressed_bytes(path: Path) -> int:
     (Arrow's in-memory size would depend on how the table happens to be laid out in memory.)"""
     meta = pq.read_metadata(path)
     return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _dataset_card(
@@ -699,11 +687,7 @@ def write_split_tables(
     features = _features()
     schema = features.arrow_schema
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # os.mkdir, not mkdtemp: the directory gets the usual permissions (0o777 less the umask), not 0o700
-    staged = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
-    staged.mkdir()
-    try:
+    with atomic.staged_dir(out_dir, owned=_OWNED) as staged:
         (staged / DATA_DIR).mkdir()
         version = hashlib.sha256(b"gastown-ft-corpus\n")  # corpus_version_of_ids, as the rows pass
         tallies: dict[str, _SplitTally] = {}
@@ -751,13 +735,6 @@ def write_split_tables(
             ratios=ratios,
         )
         (staged / CARD_NAME).write_text(card, encoding="utf-8")
-        _fsync(staged / CARD_NAME)
-        _fsync(staged / DATA_DIR)
-        _fsync(staged)
-        _replace_dir(staged, out_dir)
-    finally:
-        if staged.exists():
-            shutil.rmtree(staged, ignore_errors=True)
     summary["out_dir"] = str(out_dir)
     return summary
 
@@ -785,60 +762,5 @@ class _SplitTally:
         return table
 
 
-# --- swapping the directory in -------------------------------------------------------------------
-
+# The entries of the splits directory this module writes; any others there survive a rewrite.
 _OWNED = frozenset({DATA_DIR, CARD_NAME})
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    return False
-
-
-def _replace_dir(staged: Path, out_dir: Path) -> None:
-    """Put `staged` at `out_dir`. Entries of an existing `out_dir` other than data/ and README.md are
-    moved over first, so they survive; the old data/ and README.md are deleted. On failure `out_dir`
-    is left as it was."""
-    if not out_dir.exists():
-        os.rename(staged, out_dir)
-        _fsync(out_dir.parent)
-        return
-    if not out_dir.is_dir():
-        raise ValueError(f"{out_dir} exists and is not a directory")
-    moved: list[str] = []
-    try:
-        for entry in sorted(out_dir.iterdir()):
-            if entry.name not in _OWNED:
-                os.rename(entry, staged / entry.name)
-                moved.append(entry.name)
-        if _exchange(staged, out_dir):
-            old = staged  # after the exchange, the staged path holds the old directory
-        else:
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}")
-            os.rename(out_dir, old)
-            try:
-                os.rename(staged, out_dir)
-            except OSError:
-                os.rename(old, out_dir)
-                raise
-    except BaseException:
-        for name in moved:  # put the foreign entries back where they were
-            if (staged / name).exists() and not (out_dir / name).exists():
-                os.rename(staged / name, out_dir / name)
-        raise
-    _fsync(out_dir.parent)
-    shutil.rmtree(old, ignore_errors=True)

@@ -566,8 +566,8 @@ def splits_stage(store: ArtifactStore, cfg: CorpusConfig) -> tuple[dict[str, Any
     coverage = coverage_summary(assignment, by_split_and_task, FAMILY_TASKS)
     outcomes = validate_splits(split_groups)
     del split_groups
-    out_dir = store.root / "corpus" / "splits"
-    with tempfile.TemporaryDirectory(prefix=".splits-sort-", dir=store.root / "corpus") as tmp:
+    out_dir = store.splits_dir()
+    with tempfile.TemporaryDirectory(prefix=".splits-sort-", dir=out_dir.parent) as tmp:
         summary = write_split_tables(
             _sorted_splits(path, codes, rank, Path(tmp)),
             out_dir,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from gastown_ft import atomic
 from gastown_ft.errors import GastownFTError
 from gastown_ft.evaluation import arms
 
@@ -178,12 +178,6 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def clean_json(x: Any) -> Any:
     """NaN and infinity become null (strict JSON)."""
     if isinstance(x, float) and not math.isfinite(x):
@@ -200,8 +194,8 @@ def write_results(out_dir: Path, results: dict[str, Any]) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     report_path, results_path = out_dir / REPORT_NAME, out_dir / RESULTS_NAME
     results = {**results, "report_path": str(report_path)}
-    _atomic_write(report_path, render_markdown(results))
-    _atomic_write(results_path, json.dumps(clean_json(results), indent=2, allow_nan=False) + "\n")
+    atomic.write_text(report_path, render_markdown(results))
+    atomic.write_text(results_path, json.dumps(clean_json(results), indent=2, allow_nan=False) + "\n")
     return report_path, results_path
 
 

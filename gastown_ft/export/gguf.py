@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from gastown_ft import atomic
 from gastown_ft.errors import GastownFTError
 from gastown_ft.training.chat_format import TURN_END
 
@@ -335,79 +335,76 @@ def write_gguf(
     tied = bool(config.get("tie_word_embeddings", False))
     vocab = _vocab(merged_dir, vocab_size)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.parent / f".{out_path.name}.tmp-{os.getpid()}"
-    writer = gguf.GGUFWriter(str(tmp), ARCH)
-    try:
-        file_type = gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32
-        writer.add_name(name or merged_dir.name)
-        writer.add_file_type(file_type)
-        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        writer.add_context_length(int(config["max_position_embeddings"]))
-        writer.add_embedding_length(n_embd)
-        writer.add_block_count(n_layer)
-        writer.add_feed_forward_length(int(config["intermediate_size"]))
-        writer.add_head_count(n_head)
-        writer.add_head_count_kv(n_head_kv)
-        writer.add_rope_dimension_count(head_dim)
-        if head_dim != n_embd // n_head:
-            writer.add_key_length(head_dim)
-            writer.add_value_length(head_dim)
-        writer.add_rope_freq_base(_rope_theta(config))
-        writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
-        writer.add_vocab_size(vocab_size)
+    with atomic.atomic_path(out_path) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), ARCH)
+        try:
+            file_type = gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32
+            writer.add_name(name or merged_dir.name)
+            writer.add_file_type(file_type)
+            writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+            writer.add_context_length(int(config["max_position_embeddings"]))
+            writer.add_embedding_length(n_embd)
+            writer.add_block_count(n_layer)
+            writer.add_feed_forward_length(int(config["intermediate_size"]))
+            writer.add_head_count(n_head)
+            writer.add_head_count_kv(n_head_kv)
+            writer.add_rope_dimension_count(head_dim)
+            if head_dim != n_embd // n_head:
+                writer.add_key_length(head_dim)
+                writer.add_value_length(head_dim)
+            writer.add_rope_freq_base(_rope_theta(config))
+            writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+            writer.add_vocab_size(vocab_size)
 
-        writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre(vocab.pre)
-        writer.add_token_list(vocab.tokens)
-        writer.add_token_types(vocab.types)
-        writer.add_token_merges(vocab.merges)
-        writer.add_eos_token_id(vocab.eos)
-        for add, value in (
-            (writer.add_bos_token_id, vocab.bos),
-            (writer.add_eot_token_id, vocab.eot),
-            (writer.add_pad_token_id, vocab.pad),
-            (writer.add_unk_token_id, vocab.unk),
-        ):
-            if value is not None:
-                add(int(value))
-        writer.add_add_bos_token(vocab.add_bos)
-        writer.add_add_eos_token(vocab.add_eos)
-        if vocab.chat_template:
-            writer.add_chat_template(vocab.chat_template)
+            writer.add_tokenizer_model("gpt2")
+            writer.add_tokenizer_pre(vocab.pre)
+            writer.add_token_list(vocab.tokens)
+            writer.add_token_types(vocab.types)
+            writer.add_token_merges(vocab.merges)
+            writer.add_eos_token_id(vocab.eos)
+            for add, value in (
+                (writer.add_bos_token_id, vocab.bos),
+                (writer.add_eot_token_id, vocab.eot),
+                (writer.add_pad_token_id, vocab.pad),
+                (writer.add_unk_token_id, vocab.unk),
+            ):
+                if value is not None:
+                    add(int(value))
+            writer.add_add_bos_token(vocab.add_bos)
+            writer.add_add_eos_token(vocab.add_eos)
+            if vocab.chat_template:
+                writer.add_chat_template(vocab.chat_template)
 
-        names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layer)
-        n_tensors = n_params = 0
-        for hf_name, data in _hf_tensors(merged_dir):
-            if hf_name.endswith(_IGNORED_SUFFIXES) or (tied and hf_name == "lm_head.weight"):
-                continue
-            gg_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-            if gg_name is None:
-                raise GastownFTError(
-                    f"GGUF export does not know where tensor {hf_name!r} of {merged_dir} goes in llama.cpp's layout",
-                    hint="set [export] gguf = false, or convert it with llama.cpp's convert_hf_to_gguf.py",
-                )
-            if hf_name.endswith("q_proj.weight"):
-                data = permute_qk(data, n_head, n_head)
-            elif hf_name.endswith("k_proj.weight"):
-                data = permute_qk(data, n_head, n_head_kv)
-            # Norm vectors stay float32 in an f16 file, as llama.cpp's converter keeps them.
-            store = np.float16 if dtype == "f16" and data.ndim > 1 else np.float32
-            writer.add_tensor(gg_name, np.ascontiguousarray(data.astype(store)))
-            n_tensors += 1
-            n_params += int(data.size)
+            names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layer)
+            n_tensors = n_params = 0
+            for hf_name, data in _hf_tensors(merged_dir):
+                if hf_name.endswith(_IGNORED_SUFFIXES) or (tied and hf_name == "lm_head.weight"):
+                    continue
+                gg_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+                if gg_name is None:
+                    raise GastownFTError(
+                        f"GGUF export does not know where tensor {hf_name!r} of {merged_dir} goes in llama.cpp's layout",
+                        hint="set [export] gguf = false, or convert it with llama.cpp's convert_hf_to_gguf.py",
+                    )
+                if hf_name.endswith("q_proj.weight"):
+                    data = permute_qk(data, n_head, n_head)
+                elif hf_name.endswith("k_proj.weight"):
+                    data = permute_qk(data, n_head, n_head_kv)
+                # Norm vectors stay float32 in an f16 file, as llama.cpp's converter keeps them.
+                store = np.float16 if dtype == "f16" and data.ndim > 1 else np.float32
+                writer.add_tensor(gg_name, np.ascontiguousarray(data.astype(store)))
+                n_tensors += 1
+                n_params += int(data.size)
 
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        digest = _sha256(tmp)
-        size = tmp.stat().st_size
-        tmp.replace(out_path)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+            digest = _sha256(tmp)
+            size = tmp.stat().st_size
+        except BaseException:
+            writer.close()
+            raise
     return GGUFResult(
         path=out_path,
         dtype=dtype,

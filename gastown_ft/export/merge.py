@@ -12,13 +12,12 @@ interrupted merge never leaves a half-written model where a loader would find it
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gastown_ft import atomic
 from gastown_ft.errors import GastownFTError
 from gastown_ft.training.chat_format import CHAT_TEMPLATE, EOS, PAD, TURN_END
 
@@ -134,7 +133,7 @@ def merge_adapter(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gastown_ft.training.base_model import _no_progress_bars, _swap_in, model_fingerprint
+    from gastown_ft.training.base_model import _no_progress_bars, model_fingerprint
 
     started = time.perf_counter()
     base_dir, adapter_dir, out_dir = Path(base_dir), Path(adapter_dir), Path(out_dir)
@@ -171,12 +170,7 @@ def merge_adapter(
     merged = merged.to(getattr(torch, saved_dtype))
     n_params = sum(p.numel() for p in merged.parameters())
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic.staged_dir(out_dir) as tmp:
         with _no_progress_bars():
             merged.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
@@ -194,10 +188,6 @@ def merge_adapter(
             extra=dict(extra or {}),
         )
         (tmp / MERGE_REPORT).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gastown_ft import atomic
 from gastown_ft.errors import GastownFTError
 
 # name -> (file suffix, llama.cpp's LLAMA_FTYPE_* constant name)
@@ -78,8 +79,7 @@ def quantize_gguf(
     src = Path(src)
     dst = Path(out) if out else src.with_name(quantized_name(src.name, quant))
     started = time.perf_counter()
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    try:
+    with atomic.atomic_path(dst) as tmp:
         run = subprocess.run(
             [sys.executable, "-c", _QUANTIZE, str(src), str(tmp), QUANTIZATIONS[quant][1], str(threads)],
             capture_output=True,
@@ -91,7 +91,4 @@ def quantize_gguf(
             raise GastownFTError(
                 f"llama.cpp could not quantize {src} to {quant} (exit {run.returncode}): {tail}"
             )
-        tmp.replace(dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return QuantizeResult(quant, dst, dst.stat().st_size, time.perf_counter() - started)

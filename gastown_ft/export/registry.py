@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gastown_ft import atomic
+from gastown_ft.artifacts import ArtifactStore
 from gastown_ft.errors import GastownFTError
 
 STATE_FILE = "state.json"
@@ -50,7 +52,7 @@ _VERSION_RE = re.compile(r"^[vV]?(\d+)$")
 
 def registry_root(settings) -> Path:
     """Where the registry of these settings lives: <artifacts>/registry."""
-    return Path(settings.artifacts.dir) / "registry"
+    return ArtifactStore(settings.artifacts.dir).registry_dir()
 
 
 def _now() -> str:
@@ -66,16 +68,7 @@ def _who() -> str:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic.write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def file_sha256(path: Path) -> str:
@@ -358,6 +351,7 @@ class Registry:
                 shutil.move(str(bundle), staging / BUNDLE_DIR)
             else:
                 shutil.copytree(bundle, staging / BUNDLE_DIR)
+            atomic.fsync_tree(staging)  # the version is on disk before it is listed (and outside the lock)
             with self._locked():
                 existing = self._find_content(cid)  # another process may have registered it meanwhile
                 if existing is not None:
@@ -379,6 +373,7 @@ class Registry:
                 _write_json_atomic(staging / MANIFEST_FILE, record)
                 self.versions_dir.mkdir(parents=True, exist_ok=True)
                 os.rename(staging, self.versions_dir / version)
+                atomic.fsync_dir(self.versions_dir)
                 _write_json_atomic(self.root / STATE_FILE, {**state, "next_version": number + 1})
                 self._log({"event": "register", "version": version, "content_id": cid})
                 return version

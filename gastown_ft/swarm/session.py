@@ -95,7 +95,7 @@ def join_run(
     plan, resolved, corpus_version = plan_for(settings, store)
     cfg = settings.swarm
     manifest = make_manifest(plan, cfg, run_id, corpus_version, model_fingerprint(resolved.path))
-    out_dir = store.root / "training" / "swarm" / run_id
+    out_dir = store.swarm_run_dir(run_id)
     return train_swarm(
         plan,
         out_dir,

@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gastown_ft import atomic
 from gastown_ft.config import SwarmConfig
 from gastown_ft.errors import GastownFTError
 from gastown_ft.swarm.keys import SwarmKey
@@ -38,7 +39,6 @@ from gastown_ft.training.lora import (
     StepRunner,
     TrainingPlan,
     TrainResult,
-    atomic_write_json,
     evaluate_loss,
     peak_rss_bytes,
     prepare_model,
@@ -398,5 +398,5 @@ def _train(
     state["config"] = cfg.model_dump(mode="json")
     state["lora"] = plan.lora_kwargs()
     state["n_trainable"], state["n_total"] = plan.n_trainable, plan.n_total
-    atomic_write_json(out_dir / STATE_FILE, state)
+    atomic.write_json(out_dir / STATE_FILE, state, indent=2)
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from gastown_ft import atomic
 from gastown_ft.corpus.scan import CANONICAL_CLONE
 from gastown_ft.errors import GastownFTError
 from gastown_ft.town.formula_check import formula_problems
@@ -53,8 +54,5 @@ def install_formula(town_root: Path, rig: str | None = None, force: bool = False
                 hint="pass --force to replace it (a local edit belongs in formula-overlays/ instead)",
             )
     state = "updated" if dest.exists() else "installed"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(dest)
+    atomic.write_text(dest, text)
     return dest, state

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gastown_ft import atomic
 from gastown_ft.config import Settings
 from gastown_ft.town import run_bead
 from gastown_ft.town.clis import TownCLI
@@ -38,10 +39,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_json(path, data, indent=2, default=str)
 
 
 def adapter_bead(adapter_dir: str | os.PathLike | None) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -27,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from gastown_ft import atomic
 from gastown_ft.config import EmbeddedModelConfig
 from gastown_ft.errors import GastownFTError
 from gastown_ft.training.chat_format import EOS, PAD, TURN_END
@@ -275,11 +275,7 @@ def build_embedded_model(
         eos_token_id=[im_end, tok.convert_tokens_to_ids(EOS)],
         pad_token_id=tok.convert_tokens_to_ids(PAD),
     )
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic.staged_dir(out_dir) as tmp:
         with _no_progress_bars():
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
@@ -303,10 +299,6 @@ def build_embedded_model(
         )
         report = replace(report, seconds=time.perf_counter() - started)
         (tmp / REPORT_FILENAME).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
 
 
@@ -353,19 +345,6 @@ def _no_progress_bars() -> Iterator[None]:
     finally:
         if was:
             hf_logging.enable_progress_bar()
-
-
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    """Replace `out_dir` with `tmp` (renames on one filesystem; the old one is removed after)."""
-    old = None
-    if out_dir.exists() or out_dir.is_symlink():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        if old.exists():
-            shutil.rmtree(old)
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- resolving the configured base model ----------------------------------------------------------------

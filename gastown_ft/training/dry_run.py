@@ -150,9 +150,7 @@ def _preset_facts(spec: str, cfg: TrainingConfig) -> BaseModelFacts:
 
 
 def _embedded_facts(cfg: Settings, store: ArtifactStore) -> BaseModelFacts:
-    from gastown_ft.training.inputs import embedded_model_dir
-
-    path = embedded_model_dir(store)
+    path = store.embedded_model_dir()
     if (path / "config.json").is_file():
         return _from_dir(path, f"embedded, built at {path}")
     from gastown_ft.training.base_model import embedded_config
@@ -228,7 +226,7 @@ def describe_base_model(cfg: Settings, store: ArtifactStore) -> BaseModelFacts:
 def _load_splits(store: ArtifactStore) -> dict[str, list[dict]] | None:
     from gastown_ft.training.inputs import load_split_examples
 
-    if not (store.root / "corpus" / "splits" / "data").is_dir():
+    if not store.splits_data_dir().is_dir():
         return None
     return {name: load_split_examples(store, name) for name in SPLITS}
 
@@ -270,7 +268,7 @@ def _partial_plan(
     lines = [f"base model      {facts.description}"]
     n_train = len(splits["train"]) if splits else 0
     if splits is None:
-        lines.append(f"corpus          not built yet (no splits under {store.root / 'corpus' / 'splits'})")
+        lines.append(f"corpus          not built yet (no splits under {store.splits_dir()})")
         notes.append(
             f"the corpus size in tokens and the steps an epoch need the corpus splits: {SPLITS_HINT}"
         )

@@ -6,19 +6,12 @@ swarm peers and the evaluation.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow.parquet as pq
 
 from gastown_ft.artifacts import ArtifactStore
 from gastown_ft.config import Settings
 from gastown_ft.corpus.splits import SPLITS, corpus_version, example_from_record
 from gastown_ft.errors import GastownFTError
-
-
-def embedded_model_dir(store: ArtifactStore) -> Path:
-    """Where the embedded base model is built (and found)."""
-    return store.root / "models" / "embedded"
 
 
 def resolve_configured_base(cfg: Settings, store: ArtifactStore):
@@ -28,13 +21,13 @@ def resolve_configured_base(cfg: Settings, store: ArtifactStore):
     return resolve_base_model(
         cfg.training.base_model,
         allow_network=cfg.training.allow_network,
-        embedded_dir=embedded_model_dir(store),
+        embedded_dir=store.embedded_model_dir(),
         cache_dir=cfg.training.model_cache_dir,
     )
 
 
 def load_split_examples(store: ArtifactStore, split: str) -> list[dict]:
-    path = store.root / "corpus" / "splits" / "data" / f"{split}.parquet"
+    path = store.split_path(split)
     if not path.exists():
         return []
     return [example_from_record(r) for r in pq.read_table(path).to_pylist()]

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gastown_ft import atomic
 from gastown_ft.config import TrainingConfig
 from gastown_ft.errors import GastownFTError
 from gastown_ft.training.allocator import TRIM_EVERY, release_freed_memory
@@ -604,57 +605,12 @@ def _rng_restore(state: dict[str, Any]) -> None:
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
-def _fsync_tree(path: Path) -> None:
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _replace_dir(staged: Path, target: Path) -> None:
-    """Move `staged` to `target`, replacing a previous `target` (moved aside first, then removed)."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex}")
-        os.rename(target, old)
-    os.rename(staged, target)
-    _fsync_dir(target.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def save_adapter(model, out_dir: Path) -> Path:
     """Save the trained adapter as `out_dir/adapter`, atomically (staged, synced, swapped in)."""
     adapter_dir = out_dir / ADAPTER
     staged = out_dir / f".tmp-{ADAPTER}-{uuid.uuid4().hex}"
     model.save_pretrained(str(staged))
-    _fsync_tree(staged)
-    _replace_dir(staged, adapter_dir)
+    atomic.replace_dir(staged, adapter_dir)
     return adapter_dir
 
 
@@ -687,9 +643,8 @@ def _save_checkpoint(
         json.dump({"python": rng["python"], "numpy": rng["numpy"]}, f)
     with open(tmp / "state.json", "w", encoding="utf-8") as f:
         json.dump(state, f, indent=2)
-    _fsync_tree(tmp)
     target = root / f"step-{step}"
-    _replace_dir(tmp, target)
+    atomic.replace_dir(tmp, target)
     for _s, old in _checkpoints(root)[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-step-*"):
@@ -1206,5 +1161,5 @@ def _train(plan, hw: Hardware, out_dir, ckpt_root, resume, progress, should_stop
     state["processes"] = par.world
     if not par.main:
         return result
-    atomic_write_json(out_dir / STATE_FILE, state)
+    atomic.write_json(out_dir / STATE_FILE, state, indent=2)
     return result

@@ -17,11 +17,11 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gastown_ft import atomic
 from gastown_ft.errors import GastownFTError
 from gastown_ft.training.chat_format import CHAT_TEMPLATE, TURN_END
 
@@ -113,10 +113,7 @@ def _gguf_digest(path: Path) -> str:
         return known[key]
     digest = _sha256(path)
     try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({**known, key: digest}), encoding="utf-8")
-        os.replace(tmp, memo)
+        atomic.write_json(memo, {**known, key: digest})
     except OSError:
         pass  # a read-only cache only costs a rehash next time
     return digest
@@ -146,14 +143,11 @@ def convert_preset(preset: Preset, gguf: Path, target: Path, digest: str) -> Non
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from gastown_ft.training.base_model import _no_progress_bars, _swap_in, model_fingerprint
+    from gastown_ft.training.base_model import _no_progress_bars, model_fingerprint
 
     log.info("converting %s from %s (once; cached at %s)", preset.display, gguf.name, target)
     started = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic.staged_dir(target) as tmp:
         with _no_progress_bars():
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(
@@ -170,7 +164,6 @@ def convert_preset(preset: Preset, gguf: Path, target: Path, digest: str) -> Non
             model.generation_config = GenerationConfig(
                 bos_token_id=tok.bos_token_id, eos_token_id=[im_end], pad_token_id=tok.pad_token_id
             )
-            tmp.mkdir(parents=True)
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
         info = {
@@ -187,10 +180,6 @@ def convert_preset(preset: Preset, gguf: Path, target: Path, digest: str) -> Non
             "seconds": round(time.perf_counter() - started, 1),
         }
         (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        _swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("converted %s in %.1f s", preset.display, time.perf_counter() - started)
 
 

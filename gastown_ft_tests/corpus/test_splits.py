@@ -516,3 +516,17 @@ def test_splits_stage_reports_coverage(tmp_path):
     text = "\n".join(stats["split_warnings"])
     assert "task family `exact` has no test case" in text and "task family `authoring`" in text
     assert "task `formula_steps` has no test example" in text
+
+
+def test_the_artifact_store_names_the_files_write_splits_writes(tmp_path):
+    from gastown_ft.artifacts import ArtifactStore
+    from gastown_ft.training.inputs import load_split_examples
+
+    store = ArtifactStore(tmp_path / "artifacts")
+    splits = split_examples(corpus(20))
+    write_splits(splits, store.splits_dir(), dataset_name="d", description="x")
+    for name in SPLITS:
+        assert store.split_path(name).parent == store.splits_data_dir()
+        assert store.split_path(name).exists() == bool(splits[name])
+        assert len(load_split_examples(store, name)) == len(splits[name])
+    assert len(load_split_examples(store, "train")) > 0
