@@ -1,7 +1,8 @@
 """Shell command lines taken apart into what they would run, for the policy and the simulated town.
 
 Agents write bash, not single commands: `git add -A && git commit -m "..." && git push`, pipes,
-`$(...)`, here-documents, `VAR=x cmd`, `sudo`. A scanner finds the structure (lists joined by `&&`,
+`$(...)`, here-documents, `VAR=x cmd`, `sudo`. A scanner (words and quotes read by
+`gastown_ft.shell_scan`, shared with the corpus grammar) finds the structure (lists joined by `&&`,
 `||`, `;`, `&`, newlines; pipelines; subshells; command and process substitutions; redirections with
 here-document bodies); each word's value comes from `shlex` (POSIX quoting rules). Words whose value
 the shell computes at run time (`$VAR`, `$(...)`, globs, `~`) are marked dynamic, so that a caller can
@@ -19,11 +20,10 @@ import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-_REDIRECT = re.compile(r"(\d*)(&>>|&>|>>|>&|>\||<<<|<<-|<<|<&|<>|>|<)")
-_FD_DUP = re.compile(r"\d+-?|-")
+from gastown_ft.shell_scan import FD_DUP, REDIRECT, WORD_BREAK, ShellScanner
+
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _VAR_START = re.compile(r"[A-Za-z_0-9@*#?$!-]")
-_WORD_BREAK = frozenset(" \t\r\n;&|()<>")
 
 
 @dataclass
@@ -86,15 +86,17 @@ class CommandLine:
         return out
 
 
-class _Scanner:
+class _Scanner(ShellScanner):
+    joins_continuation_in_quotes = False  # `\<newline>` in double quotes stays for shlex to read
+
     def __init__(self, text: str) -> None:
-        self.t = text
-        self.i = 0
+        super().__init__(text)
         self.errors: list[str] = []
         self.pending: list[tuple[Redirect, bool]] = []  # here-documents whose body comes after the newline
+        self.dynamic = False  # whether the word being read has a part the shell computes
 
     def parse(self) -> CommandLine:
-        line = self._list(None)
+        line = self.parse_list(None, None)
         if self.pending:
             for r, _ in self.pending:
                 r.body = ""
@@ -102,9 +104,12 @@ class _Scanner:
         line.errors = self.errors + line.errors
         return line
 
+    def error(self, message: str, ctx: Command | None) -> None:
+        self.errors.append(message)
+
     # -- lists and pipelines -------------------------------------------------------------------------
-    def _list(self, end: str | None) -> CommandLine:
-        t = self.t
+    def parse_list(self, end: str | None, ctx: Command | None) -> CommandLine:
+        t = self.text
         line = CommandLine()
         cmds: list[Command] = []
         op = ""
@@ -115,88 +120,62 @@ class _Scanner:
                 line.pipelines.append(Pipeline(op, cmds))
             cmds, op = [], next_op if cmds or line.pipelines else ""
 
-        while self.i < len(t):
-            c = t[self.i]
-            if end is not None and c == end:
-                break
-            if c in " \t\r":
-                self.i += 1
-            elif c == "\\" and t.startswith("\n", self.i + 1):
-                self.i += 2
-            elif c == "#":
-                self._skip_comment()
+        while (c := self.next_char(end)) is not None:
+            if c == "#":
+                self.skip_comment()
             elif c == "\n":
-                self.i += 1
+                self.pos += 1
                 self._read_heredocs()
                 close(";")
-            elif t.startswith(("&&", "||"), self.i):
-                close(t[self.i : self.i + 2])
-                self.i += 2
-            elif t.startswith("|&", self.i) or c == "|":
-                self.i += 2 if t.startswith("|&", self.i) else 1  # the pipeline goes on
+            elif t.startswith(("&&", "||"), self.pos):
+                close(t[self.pos : self.pos + 2])
+                self.pos += 2
+            elif t.startswith("|&", self.pos) or c == "|":
+                self.pos += 2 if t.startswith("|&", self.pos) else 1  # the pipeline goes on
             elif c == ";":
-                self.i += 2 if t.startswith(";;", self.i) else 1
+                self.pos += 2 if t.startswith(";;", self.pos) else 1
                 close(";")
-            elif c == "&" and not t.startswith("&>", self.i):
-                self.i += 1
+            elif c == "&" and not t.startswith("&>", self.pos):
+                self.pos += 1
                 close("&")
             elif c == ")":
                 self.errors.append("unexpected ')'")
-                self.i += 1
+                self.pos += 1
             else:
                 cmds.append(self._command(end))
         close("")
         return line
 
-    def _skip_comment(self) -> None:
-        nl = self.t.find("\n", self.i)
-        self.i = len(self.t) if nl < 0 else nl
-
     def _read_heredocs(self) -> None:
-        t = self.t
         while self.pending:
             redirect, strip_tabs = self.pending.pop(0)
-            lines: list[str] = []
-            while self.i < len(t):
-                nl = t.find("\n", self.i)
-                line = t[self.i : len(t) if nl < 0 else nl]
-                self.i = len(t) if nl < 0 else nl + 1
-                if (line.lstrip("\t") if strip_tabs else line) == redirect.target:
-                    break
-                lines.append(line.lstrip("\t") if strip_tabs else line)
-            else:
+            lines, closed = self.heredoc_lines(
+                lambda line, r=redirect, s=strip_tabs: (line.lstrip("\t") if s else line) == r.target
+            )
+            if not closed:
                 self.errors.append(f"here-document delimited by {redirect.target!r} is not closed")
-            redirect.body = "".join(x + "\n" for x in lines)
+            redirect.body = "".join((x.lstrip("\t") if strip_tabs else x) + "\n" for x in lines)
 
     # -- simple commands -----------------------------------------------------------------------------
     def _command(self, end: str | None) -> Command:
-        t = self.t
-        start = self.i
+        t = self.text
+        start = self.pos
         cmd = Command()
-        if t[self.i] == "(":
-            self.i += 1
-            cmd.subshell = self._list(")")
-            if self.i < len(t):
-                self.i += 1
+        if t[self.pos] == "(":
+            self.pos += 1
+            cmd.subshell = self.parse_list(")", cmd)
+            if self.pos < len(t):
+                self.pos += 1
             else:
                 self.errors.append("unclosed '('")
-        while self.i < len(t):
-            c = t[self.i]
-            if c in " \t\r":
-                self.i += 1
-                continue
-            if c == "\\" and t.startswith("\n", self.i + 1):
-                self.i += 2
-                continue
-            if end is not None and c == end:
-                break
-            if c in "\n;|()" or (c == "&" and not t.startswith("&>", self.i)):
+        while (c := self.next_char(end)) is not None:
+            if c in "\n;|()" or (c == "&" and not t.startswith("&>", self.pos)):
                 break
             if c == "#":
-                self._skip_comment()
+                self.skip_comment()
                 break
-            m = _REDIRECT.match(t, self.i)
-            if m and not (c in "<>" and t.startswith("(", m.end()) and not m.group(1)):
+            m = REDIRECT.match(t, self.pos)
+            if m and not t.startswith(("<(", ">("), self.pos):  # those start a process substitution
                 self._redirect(m, end, cmd)
                 continue
             raw, value, dynamic = self._word(end, cmd)
@@ -204,19 +183,19 @@ class _Scanner:
                 cmd.dynamic.add(len(cmd.words))
             cmd.raw.append(raw)
             cmd.words.append(value)
-        cmd.text = t[start : self.i].strip()
+        cmd.text = t[start : self.pos].strip()
         return cmd
 
     def _redirect(self, m: re.Match, end: str | None, cmd: Command) -> None:
-        t = self.t
+        t = self.text
         fd, op = m.group(1), m.group(2)
-        self.i = m.end()
-        while self.i < len(t) and t[self.i] in " \t":
-            self.i += 1
+        self.pos = m.end()
+        while self.pos < len(t) and t[self.pos] in " \t":
+            self.pos += 1
         if op in (">&", "<&"):
-            dup = _FD_DUP.match(t, self.i)
-            if dup and (dup.end() == len(t) or t[dup.end()] in _WORD_BREAK):
-                self.i = dup.end()
+            dup = FD_DUP.match(t, self.pos)
+            if dup and (dup.end() == len(t) or t[dup.end()] in WORD_BREAK):
+                self.pos = dup.end()
                 cmd.redirects.append(Redirect(op, dup.group(0), fd))
                 return
         _, target, dynamic = self._word(end, cmd)
@@ -228,141 +207,80 @@ class _Scanner:
     # -- words ---------------------------------------------------------------------------------------
     def _word(self, end: str | None, cmd: Command) -> tuple[str, str, bool]:
         """(shell source, value after quote removal, dynamic) of the word at the cursor."""
-        t = self.t
-        out: list[str] = []  # source with substitutions collapsed to `$(...)`: what shlex reads
-        dynamic = False
-        start = self.i
-        while self.i < len(t):
-            c = t[self.i]
-            if c in "<>" and t.startswith("(", self.i + 1):  # process substitution
-                self.i += 2
-                cmd.nested.append(self._sub_list(")"))
-                out.append("$(...)")
-                dynamic = True
-                continue
-            if c in _WORD_BREAK or (end is not None and c == end):
-                break
-            if c == "'":
-                close = t.find("'", self.i + 1)
-                if close < 0:
-                    self.errors.append("unbalanced single quote")
-                    out.append(t[self.i :] + "'")
-                    self.i = len(t)
-                    break
-                out.append(t[self.i : close + 1])
-                self.i = close + 1
-            elif c == '"':
-                dynamic |= self._double_quoted(out, cmd)
-            elif c == "\\":
-                if t.startswith("\n", self.i + 1):
-                    self.i += 2
-                else:
-                    out.append(t[self.i : self.i + 2])
-                    self.i += 2
-            elif c == "$" or c == "`":
-                dynamic |= self._dollar(out, cmd)
-            else:
-                if c in "*?[" or (c == "~" and self.i == start):
-                    dynamic = True  # globs and tilde: the shell decides the value
-                out.append(c)
-                self.i += 1
-        source = "".join(out)
+        start = self.pos
+        outer, self.dynamic = self.dynamic, False  # a substitution reads words of its own
+        source = self.word(end, cmd)  # substitutions collapsed to `$(...)`: what shlex reads
+        dynamic, self.dynamic = self.dynamic, outer
         try:
             value = "".join(shlex.split(source, posix=True))
         except ValueError as e:
             self.errors.append(f"cannot read the word {source!r}: {e}")
             value = source
-        return t[start : self.i], value, dynamic
+        return self.text[start : self.pos], value, dynamic
 
-    def _double_quoted(self, out: list[str], cmd: Command) -> bool:
-        t = self.t
-        dynamic = False
-        out.append('"')
-        self.i += 1
-        while self.i < len(t):
-            c = t[self.i]
-            if c == '"':
-                self.i += 1
-                out.append('"')
-                return dynamic
-            if c == "\\":
-                out.append(t[self.i : self.i + 2])
-                self.i += 2
-            elif c == "$" or c == "`":
-                dynamic |= self._dollar(out, cmd)
-            else:
-                out.append(c)
-                self.i += 1
-        self.errors.append("unbalanced double quote")
-        out.append('"')
-        return dynamic
+    def special_piece(self, end: str | None, cmd: Command) -> str | None:
+        t = self.text
+        if t[self.pos] in "<>" and t.startswith("(", self.pos + 1):  # process substitution
+            self.pos += 2
+            cmd.nested.append(self.enclosed(")", cmd, "$("))
+            self.dynamic = True
+            return "$(...)"
+        return None
 
-    def _dollar(self, out: list[str], cmd: Command) -> bool:
-        """`$(...)`, `` `...` ``, `$((...))`, `${...}`, `$NAME`; returns whether the value is computed."""
-        t = self.t
-        if t.startswith("$((", self.i):
-            self._skip_balanced("((", "))")
-            out.append("0")
-            return True
-        if t.startswith("$(", self.i):
-            self.i += 2
-            cmd.nested.append(self._sub_list(")"))
-            out.append("$(...)")
-            return True
-        if t[self.i] == "`":
-            close = self.i + 1
+    def plain_char(self, word_start: int) -> str:
+        c = self.text[self.pos]
+        if c in "*?[" or (c == "~" and self.pos == word_start):
+            self.dynamic = True  # globs and tilde: the shell decides the value
+        self.pos += 1
+        return c
+
+    def unclosed_quote(self, source: str, quote: str, cmd: Command) -> str:
+        super().unclosed_quote(source, quote, cmd)
+        return source + quote  # closed, so that shlex reads what there is
+
+    def expansion(self, cmd: Command, quoted: bool) -> str | None:
+        """`$(...)`, `` `...` ``, `$((...))`, `${...}`, `$NAME`, a lone `$`; None for any other character."""
+        t = self.text
+        if t[self.pos] not in "$`":
+            return None
+        if t.startswith("$((", self.pos):
+            if not self.balanced("((", "))"):
+                self.errors.append("unclosed ((")
+            self.dynamic = True
+            return "0"
+        if t.startswith("$(", self.pos):
+            self.pos += 2
+            cmd.nested.append(self.enclosed(")", cmd, "$("))
+            self.dynamic = True
+            return "$(...)"
+        if t[self.pos] == "`":
+            # Read apart from this text: `\`` inside is a backtick of the nested command.
+            close = self.pos + 1
             while close < len(t) and t[close] != "`":
                 close += 2 if t[close] == "\\" else 1
-            inner = t[self.i + 1 : close]
+            inner = t[self.pos + 1 : close]
             if close >= len(t):
                 self.errors.append("unclosed ` substitution")
             cmd.nested.append(_Scanner(inner.replace("\\`", "`")).parse())
-            self.i = min(close + 1, len(t))
-            out.append("$(...)")
-            return True
-        if t.startswith("${", self.i):
-            self._skip_balanced("{", "}")
-            out.append("$VAR")
-            return True
-        if self.i + 1 < len(t) and _VAR_START.match(t[self.i + 1]):
-            self.i += 1
-            if t[self.i].isalpha() or t[self.i] == "_":
-                while self.i < len(t) and (t[self.i].isalnum() or t[self.i] == "_"):
-                    self.i += 1
+            self.pos = min(close + 1, len(t))
+            self.dynamic = True
+            return "$(...)"
+        if t.startswith("${", self.pos):
+            if not self.balanced("{", "}"):
+                self.errors.append("unclosed {")
+            self.dynamic = True
+            return "$VAR"
+        if self.pos + 1 < len(t) and _VAR_START.match(t[self.pos + 1]):
+            self.pos += 1
+            if t[self.pos].isalpha() or t[self.pos] == "_":
+                while self.pos < len(t) and (t[self.pos].isalnum() or t[self.pos] == "_"):
+                    self.pos += 1
             else:
-                self.i += 1
-            out.append("$VAR")
-            return True
-        out.append("\\$")
-        self.i += 1
-        return False
-
-    def _sub_list(self, closer: str) -> CommandLine:
-        inner = self._list(closer)
-        if self.i < len(self.t) and self.t[self.i] == closer:
-            self.i += 1
-        else:
-            self.errors.append("unclosed $( substitution")
-        return inner
-
-    def _skip_balanced(self, opener: str, closer: str) -> None:
-        t = self.t
-        depth = 0
-        i = self.i + 1
-        while i < len(t):
-            if t.startswith(opener, i):
-                depth += 1
-                i += len(opener)
-            elif t.startswith(closer, i):
-                depth -= 1
-                i += len(closer)
-                if depth == 0:
-                    break
-            else:
-                i += 1
-        else:
-            self.errors.append(f"unclosed {opener}")
-        self.i = i
+                self.pos += 1
+            self.dynamic = True
+            return "$VAR"
+        self.pos += 1
+        return "\\$"
 
 
 def parse(text: str) -> CommandLine:

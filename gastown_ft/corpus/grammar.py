@@ -29,6 +29,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from gastown_ft.shell_scan import FD_DUP, REDIRECT, ShellScanner
+
 CLIS = ("gt", "bd")
 
 # Flags known to exist in the real CLIs but missing from the heuristic extraction of the cobra sources
@@ -226,98 +228,74 @@ class _SimpleCommand:
 
 
 _PLACEHOLDER_AT = re.compile(r"<[A-Za-z_{][^<>\s;&]*>|<[A-Za-z][\w' -]*\w>")
-_REDIRECT_AT = re.compile(r"(\d*)(&>>|&>|>>|>&|>\||<<<|<<-|<<|<&|<>|>|<)")
-_WORD_BREAK = set(" \t\r\n;&|()<>")
 
 
-class _Scanner:
+class _Scanner(ShellScanner):
     """A small bash-subset parser: finds simple commands, their words, and nested substitutions.
 
-    It knows quotes, backslash escapes and line continuations, comments, redirections (dropped, with
-    here-doc bodies), `$(...)`, backticks, `${...}`, subshells, and `<placeholder>` words (kept).
+    Words, quotes and substitutions are read by `ShellScanner`; this keeps redirections out of the
+    words (here-document bodies skipped), `<placeholder>` and `{{template}}` words in, and `$VAR`,
+    `${...}`, `$((...))` as their text, so that a flag value written as a variable reads as one.
     """
 
     def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
+        super().__init__(text)
         self.commands: list[_SimpleCommand] = []
         self.heredocs: list[tuple[str, bool]] = []
         self.unclosed = False
 
+    def error(self, message: str, ctx: _SimpleCommand) -> None:
+        self.unclosed = True
+        ctx.error = message
+
     # -- lists -------------------------------------------------------------------------------------
     def parse(self) -> list[_SimpleCommand]:
-        self._parse_list(None, None)
+        self.parse_list(None, None)
         return self.commands
 
-    def _parse_list(self, end: str | None, parent: _SimpleCommand | None) -> None:
+    def parse_list(self, end: str | None, ctx: _SimpleCommand | None) -> None:
         t = self.text
-        while self.pos < len(t):
-            c = t[self.pos]
-            if end is not None and c == end:
-                return
-            if c in " \t\r":
-                self.pos += 1
-            elif c == "\n":
+        while (c := self.next_char(end)) is not None:
+            if c == "\n":
                 self.pos += 1
                 self._read_heredocs()
-            elif c == "\\" and t.startswith("\n", self.pos + 1):
-                self.pos += 2
             elif c == "&" and t.startswith(">", self.pos + 1):
-                self._parse_simple(end, parent)
+                self._parse_simple(end, ctx)
             elif c in ";&|":
                 self.pos += 1
             elif c == "#":
-                self._skip_comment()
+                self.skip_comment()
             elif c == "(":
                 self.pos += 1
-                self._parse_list(")", parent)
+                self.parse_list(")", ctx)
                 if self.pos < len(t):
                     self.pos += 1
             elif c in ")`":
                 self.pos += 1  # stray closer
             else:
-                self._parse_simple(end, parent)
-
-    def _skip_comment(self) -> None:
-        nl = self.text.find("\n", self.pos)
-        self.pos = len(self.text) if nl < 0 else nl
+                self._parse_simple(end, ctx)
 
     def _read_heredocs(self) -> None:
-        t = self.text
         while self.heredocs:
             delim, _strip_tabs = self.heredocs.pop(0)
-            while self.pos < len(t):
-                nl = t.find("\n", self.pos)
-                line = t[self.pos : len(t) if nl < 0 else nl]
-                self.pos = len(t) if nl < 0 else nl + 1
-                if line.strip() == delim:
-                    break
+            self.heredoc_lines(lambda line, d=delim: line.strip() == d)
 
     # -- simple commands ---------------------------------------------------------------------------
     def _parse_simple(self, end: str | None, parent: _SimpleCommand | None) -> None:
         t = self.text
         cmd = _SimpleCommand(start=self.pos, parent=parent)
         self.commands.append(cmd)
-        while self.pos < len(t):
-            c = t[self.pos]
-            if c in " \t\r":
-                self.pos += 1
-                continue
-            if c == "\\" and t.startswith("\n", self.pos + 1):
-                self.pos += 2
-                continue
+        while (c := self.next_char(end)) is not None:
             if c == "\n" or c in ";|()" or (c == "&" and not t.startswith(">", self.pos + 1)):
                 break
-            if end is not None and c == end:
-                break
             if c == "#":
-                self._skip_comment()
+                self.skip_comment()
                 break
             if self._at_redirect():
                 self._parse_redirect(end, cmd)
                 continue
             start = self.pos
-            word = self._parse_word(end, cmd)
+            word = self.word(end, cmd)
             if word:
                 cmd.words.append(word)
                 cmd.word_starts.append(start)
@@ -329,150 +307,61 @@ class _Scanner:
         t = self.text
         if t[self.pos] == "<" and _PLACEHOLDER_AT.match(t, self.pos):
             return False
-        m = _REDIRECT_AT.match(t, self.pos)
+        m = REDIRECT.match(t, self.pos)
         return bool(m) and (m.group(1) == "" or m.group(2)[0] in "<>")
 
     def _parse_redirect(self, end: str | None, cmd: _SimpleCommand) -> None:
         t = self.text
-        m = _REDIRECT_AT.match(t, self.pos)
+        m = REDIRECT.match(t, self.pos)
         assert m is not None
         op = m.group(2)
         self.pos = m.end()
         if op.endswith("&"):
-            dup = re.compile(r"\d+-?|-").match(t, self.pos)
+            dup = FD_DUP.match(t, self.pos)
             if dup:
                 self.pos = dup.end()
                 return
         while self.pos < len(t) and t[self.pos] in " \t":
             self.pos += 1
-        target = self._parse_word(end, cmd)
+        target = self.word(end, cmd)
         if op in ("<<", "<<-") and target:
             self.heredocs.append((re.sub(r"[\"'\\]", "", target), op == "<<-"))
 
-    def _parse_word(self, end: str | None, cmd: _SimpleCommand) -> str:
-        """One shell word; returns its source with substitutions collapsed, placeholders quoted."""
+    # -- words: placeholders and templates kept, substitutions collapsed ---------------------------
+    def special_piece(self, end: str | None, cmd: _SimpleCommand) -> str | None:
         t = self.text
-        out: list[str] = []
-        while self.pos < len(t):
-            c = t[self.pos]
-            if end is not None and c == end:
-                break
-            if c == "<":
-                m = _PLACEHOLDER_AT.match(t, self.pos)
-                if m:
-                    out.append(
-                        shlex.quote(m.group(0)) if " " in m.group(0) or "'" in m.group(0) else m.group(0)
-                    )
-                    self.pos = m.end()
-                    continue
-            if c in _WORD_BREAK:
-                break
-            if c == "{" and t.startswith("{{", self.pos):
-                close = t.find("}}", self.pos + 2)
-                nl = t.find("\n", self.pos)
-                if close >= 0 and (nl < 0 or close < nl):
-                    chunk = t[self.pos : close + 2]
-                    out.append(shlex.quote(chunk) if any(ch in chunk for ch in " \t'\"") else chunk)
-                    self.pos = close + 2
-                    continue
-            if c == "'":
-                close = t.find("'", self.pos + 1)
-                if close < 0:
-                    self.unclosed = True
-                    cmd.error = "unbalanced single quote"
-                    out.append(t[self.pos :])
-                    self.pos = len(t)
-                    break
-                out.append(t[self.pos : close + 1])
-                self.pos = close + 1
-            elif c == '"':
-                out.append(self._parse_double_quoted(cmd))
-            elif c == "\\":
-                if t.startswith("\n", self.pos + 1):
-                    self.pos += 2
-                else:
-                    out.append(t[self.pos : self.pos + 2])
-                    self.pos += 2
-            elif c == "$" and t.startswith("$((", self.pos):
-                out.append(self._skip_balanced("((", "))"))
-            elif c == "$" and t.startswith("$(", self.pos):
-                out.append(self._substitution(cmd))
-            elif c == "$" and t.startswith("${", self.pos):
-                out.append(self._skip_balanced("{", "}"))
-            elif c == "`":
-                out.append(self._backtick(cmd))
-            else:
-                out.append(c)
-                self.pos += 1
-        return "".join(out)
+        if t[self.pos] == "<":
+            m = _PLACEHOLDER_AT.match(t, self.pos)
+            if m:
+                self.pos = m.end()
+                return shlex.quote(m.group(0)) if " " in m.group(0) or "'" in m.group(0) else m.group(0)
+        if t.startswith("{{", self.pos):
+            close = t.find("}}", self.pos + 2)
+            nl = t.find("\n", self.pos)
+            if close >= 0 and (nl < 0 or close < nl):
+                chunk = t[self.pos : close + 2]
+                self.pos = close + 2
+                return shlex.quote(chunk) if any(ch in chunk for ch in " \t'\"") else chunk
+        return None
 
-    def _parse_double_quoted(self, cmd: _SimpleCommand) -> str:
-        t = self.text
-        out = ['"']
-        self.pos += 1
-        while self.pos < len(t):
-            c = t[self.pos]
-            if c == '"':
-                self.pos += 1
-                out.append('"')
-                return "".join(out)
-            if c == "\\":
-                if t.startswith("\n", self.pos + 1):
-                    self.pos += 2
-                    continue
-                out.append(t[self.pos : self.pos + 2])
-                self.pos += 2
-            elif t.startswith("$((", self.pos):
-                out.append(self._skip_balanced("((", "))"))
-            elif t.startswith("$(", self.pos):
-                out.append(self._substitution(cmd))
-            elif c == "`":
-                out.append(self._backtick(cmd))
-            else:
-                out.append(c)
-                self.pos += 1
-        self.unclosed = True
-        cmd.error = "unbalanced double quote"
-        return "".join(out)
-
-    def _substitution(self, cmd: _SimpleCommand) -> str:
-        self.pos += 2
-        self._parse_list(")", cmd)
-        if self.pos < len(self.text):
-            self.pos += 1
-        else:
-            self.unclosed = True
-            cmd.error = "unclosed $( substitution"
-        return "$(...)"
-
-    def _backtick(self, cmd: _SimpleCommand) -> str:
-        self.pos += 1
-        self._parse_list("`", cmd)
-        if self.pos < len(self.text):
-            self.pos += 1
-        else:
-            self.unclosed = True
-            cmd.error = "unclosed ` substitution"
-        return "$(...)"
-
-    def _skip_balanced(self, opener: str, closer: str) -> str:
+    def expansion(self, cmd: _SimpleCommand, quoted: bool) -> str | None:
         t = self.text
         start = self.pos
-        depth = 0
-        i = self.pos + 1  # after "$"
-        while i < len(t):
-            if t.startswith(opener, i):
-                depth += 1
-                i += len(opener)
-            elif t.startswith(closer, i):
-                depth -= 1
-                i += len(closer)
-                if depth == 0:
-                    break
-            else:
-                i += 1
-        self.pos = i
-        return t[start:i].replace(" ", "").replace("\n", "") or "$"
+        if t.startswith("$((", self.pos):
+            self.balanced("((", "))")
+            return t[start : self.pos].replace(" ", "").replace("\n", "") or "$"
+        if t.startswith("$(", self.pos):
+            self.pos += 2
+            self.enclosed(")", cmd, "$(")
+            return "$(...)"
+        if t[self.pos] == "`":
+            self.pos += 1
+            self.enclosed("`", cmd, "`")
+            return "$(...)"
+        if not quoted and t.startswith("${", self.pos):
+            self.balanced("{", "}")
+            return t[start : self.pos].replace(" ", "").replace("\n", "") or "$"
+        return None
 
 
 @dataclass
@@ -668,8 +557,19 @@ def _check_invocation(cli: str, tokens: list[str], mention: bool = False) -> tup
     positionals: list[str] = []
     seen: set[str] = set()  # long names of the flags given
     help_asked = False
-    i = 0
     n = len(tokens)
+
+    def check_next_word(flag: str, typ: str, at: int) -> int:
+        """Check the flag's value given as the next word; the index after that word."""
+        if at >= n or at in used:
+            (warnings if mention else errors).append(f"flag {flag} needs a value")
+            return at
+        err = _value_error(flag, typ, tokens[at])
+        if err:
+            errors.append(err)
+        return at + 1
+
+    i = 0
     while i < n:
         tok = tokens[i]
         i += 1
@@ -702,13 +602,7 @@ def _check_invocation(cli: str, tokens: list[str], mention: bool = False) -> tup
                 if err:
                     errors.append(err)
             elif _takes_value(typ):
-                if i >= n or i in used:
-                    (warnings if mention else errors).append(f"flag {flag} needs a value")
-                else:
-                    err = _value_error(flag, typ, tokens[i])
-                    if err:
-                        errors.append(err)
-                    i += 1
+                i = check_next_word(flag, typ, i)
             continue
         # shorthand cluster: -a, -abc, -fvalue, -f=value, -f value
         letters = tok[1:]
@@ -743,13 +637,8 @@ def _check_invocation(cli: str, tokens: list[str], mention: bool = False) -> tup
                 err = _value_error(flag, typ, rest)
                 if err:
                     errors.append(err)
-            elif i >= n or i in used:
-                (warnings if mention else errors).append(f"flag {flag} needs a value")
             else:
-                err = _value_error(flag, typ, tokens[i])
-                if err:
-                    errors.append(err)
-                i += 1
+                i = check_next_word(flag, typ, i)
             break
     if node.children and node.max == 0 and positionals:
         # Not a command of the grammar; its flags cannot be judged against the parent's, so this is
