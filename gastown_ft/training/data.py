@@ -61,6 +61,17 @@ def spread_evenly(items: Sequence[Any], n: int | None) -> list[Any]:
     return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
 
 
+def cap_per_task(examples: Sequence[dict[str, Any]], caps: dict[str, int]) -> list[dict[str, Any]]:
+    """At most `caps[task]` examples of each named task, evenly spread; the rest kept; in order."""
+    if not caps:
+        return list(examples)
+    by_task: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_task.setdefault(str(ex.get("task") or ""), []).append(i)
+    keep = sorted(i for t, idx in by_task.items() for i in spread_evenly(idx, caps.get(t)))
+    return [examples[i] for i in keep]
+
+
 def spread_by_task(examples: Sequence[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
     """At most `n` examples in all, shared out over their tasks as evenly as the counts allow and
     evenly spread within each task; a deterministic subset in the examples' own order."""

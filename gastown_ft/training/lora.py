@@ -62,6 +62,7 @@ from gastown_ft.training.allocator import TRIM_EVERY, release_freed_memory
 from gastown_ft.training.data import (
     IGNORE_INDEX,
     EncodeStats,
+    cap_per_task,
     chain_conversations,
     collate,
     encode_examples,
@@ -125,6 +126,7 @@ class TrainingPlan:
     tokenization_checked: int = 0
     tokenization_mismatches: int = 0
     chained_from: int = 0  # corpus examples before chain_examples joined them into conversations
+    capped_from: int = 0  # train examples before max_examples_per_task
     fingerprint: str = ""
     hardware: Hardware | None = field(default=None, repr=False)
 
@@ -167,6 +169,9 @@ class TrainingPlan:
     def describe(self) -> str:
         cfg, ts, vs, est = self.cfg, self.train_stats, self.val_stats, self.estimate
         rows_note = f", packed into {len(self.train_sequences):,} rows" if cfg.packing else ""
+        if cfg.max_examples_per_task and self.capped_from != self.chained_from:
+            caps = ", ".join(f"{t} {n:,}" for t, n in sorted(cfg.max_examples_per_task.items()))
+            rows_note += f" (of {self.capped_from:,}: at most {caps})"
         if cfg.chain_examples > 1 and self.chained_from != ts.examples:
             rows_note += (
                 f" (chained from {self.chained_from:,} examples, up to {cfg.chain_examples} a conversation)"
@@ -344,7 +349,8 @@ def plan_training(
     base_model_dir = Path(base_model_dir)
     model_config = _load_config(base_model_dir)
     tokenizer = _load_tokenizer(base_model_dir)
-    train_examples = list(train_examples)
+    capped_from = len(train_examples)
+    train_examples = cap_per_task(train_examples, cfg.max_examples_per_task)
     val_examples = spread_by_task(val_examples, cfg.max_validation_examples)
     n_examples = len(train_examples)
     if cfg.chain_examples > 1:
@@ -420,6 +426,7 @@ def plan_training(
         budget_source=source,
         tokenization_checked=len(sample),
         chained_from=n_examples,
+        capped_from=capped_from,
         tokenization_mismatches=mismatches,
         fingerprint=fingerprint,
         hardware=hw,

@@ -104,6 +104,15 @@ def test_plan_scores_at_most_max_validation_examples(base_dir):
     assert capped.fingerprint != full.fingerprint  # a resumed run never mixes the two curves
 
 
+def test_plan_trains_at_most_max_examples_per_task(base_dir):
+    train = [dict(chat(i), task="bead_update" if i % 3 else "bead_create") for i in range(12)]
+    plan = plan_training(base_dir, train, [], small_cfg(max_examples_per_task={"bead_update": 3}))
+    assert plan.train_stats.examples == 4 + 3  # every create, 3 of the 8 updates
+    assert "(of 12: at most bead_update 3)" in plan.describe()
+    full = plan_training(base_dir, train, [], small_cfg())
+    assert full.train_stats.examples == 12 and plan.fingerprint != full.fingerprint
+
+
 def test_plan_names_an_unknown_target_module(base_dir):
     with pytest.raises(GastownFTError, match="matches no linear layer"):
         plan_training(base_dir, [chat(0)], [], small_cfg(target_modules=["nope"]))
