@@ -294,7 +294,7 @@ class TrainingConfig(_Section):
     max_examples_per_task: dict[str, int] = Field(
         default_factory=dict,
         description="At most this many training examples of a task, evenly spread over its examples, e.g. "
-        '{bead_update = 80}: a task the model learns early needs fewer, and the steps go to the rest; '
+        "{bead_update = 80}: a task the model learns early needs fewer, and the steps go to the rest; "
         "tasks not named keep all theirs.",
     )
     max_validation_examples: int | None = Field(
