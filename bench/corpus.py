@@ -53,7 +53,7 @@ def run_stage(stage: str, config: Path) -> dict:
         per = [stages.read_stage(s.town, store, src) for src in SOURCES]
         out = {"docs": sum(p["rows"] for p in per), "bytes": sum(p["bytes"] for p in per)}
     elif stage == "scrub":
-        st, _ = stages.scrub_stage(store)
+        st, _ = stages.scrub_stage(store, town_root=s.town.root)
         # Scanned bytes: text, title, path and the meta JSON (transcript blocks, bead events) alike.
         out = {"docs": st["rows"], "bytes": st["bytes_scanned"], "redactions": sum(st["by_kind"].values())}
     elif stage == "pairs":

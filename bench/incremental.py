@@ -50,7 +50,7 @@ def run_build(config: Path, reuse: bool) -> dict:
     out["sources_reread"] = [src for src, r in zip(SOURCES, reads, strict=True) if not r["reused"]]
     out["documents"] = sum(r["rows"] for r in reads)
     t = time.perf_counter()
-    scrub, _ = stages.scrub_stage(store, reuse=reuse)
+    scrub, _ = stages.scrub_stage(store, reuse=reuse, town_root=s.town.root)
     out["seconds"]["scrub"] = time.perf_counter() - t
     out["scrubbed_now"] = scrub["recomputed_documents"]
     t = time.perf_counter()

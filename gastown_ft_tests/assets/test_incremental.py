@@ -24,7 +24,7 @@ def _clean_build(settings, artifacts) -> None:
     store = ArtifactStore(artifacts)
     for s in SOURCES:
         stages.read_stage(settings.town, store, s, reuse=False)
-    stages.scrub_stage(store, reuse=False)
+    stages.scrub_stage(store, reuse=False, town_root=settings.town.root)
     corpus = settings.corpus.model_copy(update={"reuse": False})
     stages.pairs_stage(store, corpus)
     stages.splits_stage(store, corpus)
